@@ -1,0 +1,1 @@
+"""CRM bridge: caller identification, interactions and cases, external CRM adapters."""

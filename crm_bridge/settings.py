@@ -1,0 +1,44 @@
+"""Settings of the CRM bridge: where the store lives, how numbers are normalized, which
+adapter answers lookups."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpCrmSettings(_Strict):
+    """External CRM over HTTP: URL templates with {number}, {account}, {email}, {id}."""
+
+    base_url: str = ""
+    identify_url: str = "/customers?phone={number}"
+    search_url: str = "/customers?q={query}"
+    card_url: str = "/customers/{id}"
+    history_url: str = "/customers/{id}/interactions"
+    interaction_url: str = "/interactions"
+    #: JSON field mapping: our field name -> dotted path in the CRM's JSON
+    field_map: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(0.5, gt=0)
+    cache_ttl: float = Field(30.0, ge=0)
+    breaker_failures: int = Field(5, ge=1)
+    breaker_reset: float = Field(30.0, gt=0)
+    auth_header: str = ""
+
+
+class CrmSettings(_Strict):
+    #: SQLAlchemy async URL; empty means a SQLite file `cti.db` in the data directory
+    url: str = ""
+    adapter: str = Field("builtin", pattern=r"^(builtin|http)$")
+    default_region: str = Field("DE", pattern=r"^[A-Z]{2}$")
+    #: area code prefixed to national numbers dialled without one (e.g. "30" for Berlin)
+    default_area: str = Field("", pattern=r"^[0-9]{0,6}$")
+    #: channel variables that carry an IVR-entered identifier, and the id type each means
+    ivr_variables: dict[str, str] = Field(
+        default_factory=lambda: {"ACCOUNT": "account", "CARD": "card", "CONTRACT": "contract"}
+    )
+    recent_interactions: int = Field(10, ge=0, le=200)
+    lookup_timeout: float = Field(0.15, gt=0)
+    http: HttpCrmSettings = Field(default_factory=HttpCrmSettings)

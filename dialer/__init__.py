@@ -1,0 +1,1 @@
+"""Outbound dialer: campaigns, leads, pure pacing, compliance and utilization."""

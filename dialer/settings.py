@@ -1,0 +1,28 @@
+"""Settings of the outbound dialer: defaults that a campaign may override."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DialerSettings(_Strict):
+    enabled: bool = True
+    #: the dialplan context/exten that answered calls are sent to (see config/asterisk)
+    context: str = "cti-dialer"
+    exten: str = "connect"
+    #: Originate channel template; {number} is the E.164 number without "+" replaced
+    channel_template: str = "PJSIP/{number}@trunk"
+    abandon_cap: float = Field(0.03, gt=0, le=0.05)
+    abandon_window_days: float = Field(30.0, gt=0)
+    connect_deadline: float = Field(2.0, gt=0)
+    ring_timeout: float = Field(25.0, ge=15)
+    calling_window: tuple[str, str] = ("08:00", "21:00")
+    no_redial_after_abandon_hours: float = Field(72.0, ge=0)
+    machine_redial_hours: float = Field(24.0, ge=0)
+    callback_grace_minutes: float = Field(10.0, ge=0)
+    callback_fallback_to_anyone: bool = True
+    tick_seconds: float = Field(1.0, gt=0)
