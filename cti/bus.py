@@ -1,0 +1,107 @@
+"""In-process fan-out of call events from the trackers to their consumers.
+
+`publish` is called synchronously from the AMI read path, so it must never block or await:
+synchronous consumers (agent state bookkeeping, which must see an event before the pop router
+does) run inline; asynchronous consumers (pops, the dialer, the CRM interaction log) each get
+their own queue and task, so a slow one (a CRM write) never holds up another (a pop), and
+each sees events in the order they happened.
+
+At scale several daemons share agents through Redis; that backend would implement the same
+`publish`/`subscribe` surface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _Consumer:
+    name: str
+    handler: Callable[[Any], Awaitable[None]]
+    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+    handled: int = 0
+    errors: int = 0
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._sync: list[tuple[str, Callable[[Any], None]]] = []
+        self._consumers: list[_Consumer] = []
+        self.published = 0
+        self.sync_errors = 0
+        self._running = False
+
+    def subscribe_sync(self, name: str, fn: Callable[[Any], None]) -> None:
+        self._sync.append((name, fn))
+
+    def subscribe(self, name: str, handler: Callable[[Any], Awaitable[None]]) -> None:
+        consumer = _Consumer(name, handler)
+        self._consumers.append(consumer)
+        if self._running:
+            consumer.task = asyncio.create_task(self._drain(consumer), name=f"bus:{name}")
+
+    def publish(self, event: Any) -> None:
+        self.published += 1
+        for name, fn in self._sync:
+            try:
+                fn(event)
+            except Exception:
+                self.sync_errors += 1
+                log.exception("event consumer failed", consumer=name, event=type(event).__name__)
+        for consumer in self._consumers:
+            consumer.queue.put_nowait(event)
+
+    def backlog(self) -> dict[str, int]:
+        return {c.name: c.queue.qsize() for c in self._consumers}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "published": self.published,
+            "sync_errors": self.sync_errors,
+            "consumers": {
+                c.name: {"handled": c.handled, "errors": c.errors, "queued": c.queue.qsize()}
+                for c in self._consumers
+            },
+        }
+
+    async def start(self) -> None:
+        self._running = True
+        for c in self._consumers:
+            if c.task is None:
+                c.task = asyncio.create_task(self._drain(c), name=f"bus:{c.name}")
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every consumer has handled what was published so far (tests, shutdown)."""
+        async with asyncio.timeout(timeout):
+            while any(c.queue.qsize() or c.queue._unfinished_tasks for c in self._consumers):  # type: ignore[attr-defined]
+                await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._running = False
+        tasks = [c.task for c in self._consumers if c.task]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in self._consumers:
+            c.task = None
+
+    async def _drain(self, c: _Consumer) -> None:
+        while True:
+            event = await c.queue.get()
+            try:
+                await c.handler(event)
+                c.handled += 1
+            except Exception:
+                c.errors += 1
+                log.exception("event consumer failed", consumer=c.name, event=type(event).__name__)
+            finally:
+                c.queue.task_done()
