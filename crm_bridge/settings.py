@@ -21,24 +21,24 @@ class HttpCrmSettings(_Strict):
     interaction_url: str = "/interactions"
     #: JSON field mapping: our field name -> dotted path in the CRM's JSON
     field_map: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(0.5, gt=0)
-    cache_ttl: float = Field(30.0, ge=0)
-    breaker_failures: int = Field(5, ge=1)
-    breaker_reset: float = Field(30.0, gt=0)
+    timeout: float = Field(default=0.5, gt=0)
+    cache_ttl: float = Field(default=30.0, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset: float = Field(default=30.0, gt=0)
     auth_header: str = ""
 
 
 class CrmSettings(_Strict):
     #: SQLAlchemy async URL; empty means a SQLite file `cti.db` in the data directory
     url: str = ""
-    adapter: str = Field("builtin", pattern=r"^(builtin|http)$")
-    default_region: str = Field("DE", pattern=r"^[A-Z]{2}$")
+    adapter: str = Field(default="builtin", pattern=r"^(builtin|http)$")
+    default_region: str = Field(default="DE", pattern=r"^[A-Z]{2}$")
     #: area code prefixed to national numbers dialled without one (e.g. "30" for Berlin)
-    default_area: str = Field("", pattern=r"^[0-9]{0,6}$")
+    default_area: str = Field(default="", pattern=r"^[0-9]{0,6}$")
     #: channel variables that carry an IVR-entered identifier, and the id type each means
     ivr_variables: dict[str, str] = Field(
         default_factory=lambda: {"ACCOUNT": "account", "CARD": "card", "CONTRACT": "contract"}
     )
-    recent_interactions: int = Field(10, ge=0, le=200)
-    lookup_timeout: float = Field(0.15, gt=0)
+    recent_interactions: int = Field(default=10, ge=0, le=200)
+    lookup_timeout: float = Field(default=0.15, gt=0)
     http: HttpCrmSettings = Field(default_factory=HttpCrmSettings)
