@@ -56,7 +56,9 @@ class EventBus:
                 fn(event)
             except Exception:
                 self.sync_errors += 1
-                log.exception("event consumer failed", consumer=name, event=type(event).__name__)
+                log.exception(
+                    "event consumer failed", consumer=name, event_type=type(event).__name__
+                )
         for consumer in self._consumers:
             consumer.queue.put_nowait(event)
 
@@ -79,11 +81,11 @@ class EventBus:
             if c.task is None:
                 c.task = asyncio.create_task(self._drain(c), name=f"bus:{c.name}")
 
-    async def drain(self, timeout: float = 5.0) -> None:
-        """Wait until every consumer has handled what was published so far (tests, shutdown)."""
-        async with asyncio.timeout(timeout):
-            while any(c.queue.qsize() or c.queue._unfinished_tasks for c in self._consumers):  # type: ignore[attr-defined]
-                await asyncio.sleep(0.005)
+    async def drain(self) -> None:
+        """Wait until every consumer has handled what was published so far (tests, shutdown);
+        callers bound it with `asyncio.timeout`."""
+        for c in self._consumers:
+            await c.queue.join()
 
     async def stop(self) -> None:
         self._running = False
@@ -102,6 +104,8 @@ class EventBus:
                 c.handled += 1
             except Exception:
                 c.errors += 1
-                log.exception("event consumer failed", consumer=c.name, event=type(event).__name__)
+                log.exception(
+                    "event consumer failed", consumer=c.name, event_type=type(event).__name__
+                )
             finally:
                 c.queue.task_done()

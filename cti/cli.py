@@ -43,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="override log.level"
     )
-    parser.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
+    parser.add_argument(
+        "--log-format", choices=["auto", "json", "console"], help="override log.format"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _GROUPS:
         try:

@@ -16,7 +16,9 @@ def register(sub: Any) -> None:
         "'# t=<seconds>' annotations) and print the call-level events the tracker derives.",
     )
     p.add_argument("file", help="AMI trace file (*.ami); '-' reads standard input")
-    p.add_argument("--jsonl", action="store_true", help="one JSON object per line (default: a table)")
+    p.add_argument(
+        "--jsonl", action="store_true", help="one JSON object per line (default: a table)"
+    )
     p.set_defaults(handler=_replay)
 
     p = sub.add_parser(

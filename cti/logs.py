@@ -17,7 +17,9 @@ import structlog
 _SECRET_KEYS = ("secret", "password", "passwd", "token", "authorization")
 
 
-def _mask_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _mask_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in event_dict:
         lk = key.lower()
         if any(s in lk for s in _SECRET_KEYS) and event_dict[key] not in (None, ""):
@@ -49,5 +51,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None
         cache_logger_on_first_use=True,
     )
     # libraries that log through stdlib logging (aiohttp, sqlalchemy, panoramisk)
-    logging.basicConfig(level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=stream, format="%(levelname)s %(name)s %(message)s"
+    )
     logging.getLogger("panoramisk").setLevel(logging.CRITICAL)

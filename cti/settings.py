@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ami.settings import AmiServerSettings, SimulatorSettings, TrackerSettings
 from crm_bridge.settings import CrmSettings
@@ -67,13 +67,16 @@ class AmiSettings(_Strict):
     servers: list[AmiServerSettings] = Field(default_factory=lambda: [AmiServerSettings()])
     tracker: TrackerSettings = Field(default_factory=TrackerSettings)
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> AmiSettings:
-        names = [s.name for s in self.servers]
+    @field_validator("servers")
+    @classmethod
+    def _unique_names(cls, servers: list[AmiServerSettings]) -> list[AmiServerSettings]:
+        names = [s.name for s in servers]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"server names must be unique, repeated: {', '.join(dupes)}")
-        return self
+        if not servers:
+            raise ValueError("at least one Asterisk server is needed")
+        return servers
 
 
 class Settings(_Strict):

@@ -1,0 +1,268 @@
+"""Composition root: builds every service from the settings, wires the data flow
+
+    AMI link -> tracker -> bus -> (agent states, screen pops, dialer, interaction log)
+
+and serves the web side (agent websockets, REST API, pages, /metrics, /health).
+
+Nothing else in the code base constructs services; tests and the demo use `running_daemon`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ami.events import CallEvent
+from ami.settings import AmiServerSettings
+from cti.bus import EventBus
+from cti.services import SERVICES, Services
+from cti.settings import Settings, secret_value
+
+log = structlog.get_logger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+MIGRATIONS = [
+    str(Path(__file__).resolve().parent / "migrations" / "versions"),
+    str(Path(__file__).resolve().parent.parent / "dialer" / "migrations" / "versions"),
+]
+
+
+def _version_locations() -> list[str]:
+    return [p for p in MIGRATIONS if Path(p).is_dir()]
+
+
+def _make_crm(settings: Settings, engine: Any) -> Any:
+    if settings.crm.adapter == "http":
+        from crm_bridge.http_adapter import HttpCrmAdapter
+
+        return HttpCrmAdapter(settings.crm)
+    from crm_bridge.store import BuiltinCrm
+
+    return BuiltinCrm(engine, settings.crm)
+
+
+class Daemon:
+    """A running server: services, AMI links, the web site. Start once, stop once."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.services: Services | None = None
+        self.app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port: int = 0
+        self.started_at = time.time()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.web.host}:{self.port}"
+
+    async def start(self) -> None:
+        from crm_bridge.db import make_engine, migrate
+        from cti.accounts import AccountStore
+        from cti.agents import AgentService
+        from cti.auth import TokenService
+        from cti.hub import Hub
+        from cti.pops import PopRouter
+
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        url = s.database_url()
+        await migrate(url, extra_version_locations=_version_locations())
+        engine = make_engine(url)
+        bus = EventBus()
+        secret = secret_value(s.web.token_secret).encode() or secrets.token_bytes(32)
+        tokens = TokenService(secret, s.web.access_token_seconds, s.web.refresh_token_seconds)
+        links: dict[str, Any] = {}
+        agents = AgentService(s.agents, links)
+        crm = _make_crm(s, engine)
+        hub_ref: dict[str, Any] = {}
+
+        async def snapshot(agent_id: str) -> dict[str, Any]:
+            return {
+                "agent": agents.view(agent_id).to_dict(),
+                "calls": hub_ref["pops"].live_pops(agent_id),
+            }
+
+        hub = Hub(s.web, snapshot)
+        pops = PopRouter(
+            hub,
+            agents,
+            crm,
+            deadline_ms=s.web.pop_deadline_ms,
+            ivr_variables=s.crm.ivr_variables,
+        )
+        hub_ref["pops"] = pops
+        services = Services(
+            settings=s,
+            engine=engine,
+            bus=bus,
+            crm=crm,
+            accounts=AccountStore(engine),
+            tokens=tokens,
+            hub=hub,
+            agents=agents,
+            pops=pops,
+        )
+        self.services = services
+        agents.subscribe(lambda change: self._on_agent_change(change))
+        bus.subscribe_sync("agents", agents.on_call_event)
+        bus.subscribe("pops", pops.on_call_event)
+        if s.dialer.enabled:
+            self._start_dialer(services)
+        await bus.start()
+
+        for server in s.ami.servers:
+            self._add_server(services, server)
+        for link in links.values():
+            await link.start()
+
+        self.app = self._make_web_app(services)
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.web.host, s.web.port)
+        await site.start()
+        server = site._server
+        if server is not None and getattr(server, "sockets", None):
+            self.port = server.sockets[0].getsockname()[1]
+        self._tasks.append(asyncio.create_task(self._tick(), name="agents-tick"))
+        log.info("cti server listening", url=self.url, ami_servers=[x.name for x in s.ami.servers])
+
+    def _start_dialer(self, services: Services) -> None:
+        try:
+            from dialer.engine import Dialer
+        except ModuleNotFoundError:
+            return  # outbound dialing not built into this version
+        services.dialer = Dialer.from_services(services)  # type: ignore[attr-defined]
+
+    def _on_agent_change(self, change: Any) -> None:
+        services = self.services
+        if services is None:
+            return
+        services.hub.send(change.agent, "agent.state", change.to_dict())
+        services.bus.publish(change)
+
+    def _add_server(self, services: Services, server: AmiServerSettings) -> None:
+        from ami.connection import AmiLink
+        from ami.tracker import CallTracker
+
+        tracker = CallTracker(self.settings.ami.tracker.local_endpoints, server=server.name)
+        bus = services.bus
+        feed = tracker.feed
+        publish = bus.publish
+        slog = log.bind(server=server.name)
+
+        def on_message(msg: dict[str, str], at: float) -> None:
+            for ev in feed(msg, at):
+                publish(ev)
+
+        def on_resync(r: Any) -> None:
+            for ev in tracker.resync(r.channels, r.at):
+                publish(ev)
+            services.agents.apply_queue_status(r.queue_members)
+
+        def on_state(state: str) -> None:
+            slog.info("ami link", state=state)
+
+        link = AmiLink(server, on_message=on_message, on_resync=on_resync, on_state=on_state)
+        services.links[server.name] = link
+        services.trackers[server.name] = tracker
+
+    def _make_web_app(self, services: Services) -> web.Application:
+        from cti import api
+        from cti.auth import auth_middleware
+        from cti.ws import ws_handler
+
+        app = web.Application(
+            middlewares=[auth_middleware(services.tokens)],
+            client_max_size=1024 * 1024,
+        )
+        app[SERVICES] = services
+        app.router.add_get("/ws", ws_handler)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        api.setup(app)
+        if STATIC_DIR.is_dir():
+            app.router.add_get("/", _redirect_to_agent)
+            app.router.add_get("/agent", _agent_page)
+            app.router.add_static("/static/", STATIC_DIR)
+        return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        services = request.app[SERVICES]
+        links = {name: link.connected for name, link in services.links.items()}
+        ok = all(links.values()) if links else True
+        return web.json_response(
+            {"status": "ok" if ok else "degraded", "ami": links}, status=200 if ok else 503
+        )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        from cti.metrics import render_metrics
+
+        return web.Response(
+            text=render_metrics(request.app[SERVICES]),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.services is not None:
+                try:
+                    self.services.agents.tick(time.time())
+                except Exception:
+                    log.exception("agent tick failed")
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        services = self.services
+        if services is not None:
+            if services.dialer is not None:
+                await services.dialer.stop()
+            for link in services.links.values():
+                await link.stop()
+            await services.hub.close_all()
+            await services.bus.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if services is not None:
+            await services.engine.dispose()
+        log.info("cti server stopped")
+
+
+async def _redirect_to_agent(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/agent")
+
+
+async def _agent_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "agent.html")
+
+
+@asynccontextmanager
+async def running_daemon(
+    settings: Settings, overrides: Mapping[str, Any] | None = None
+) -> AsyncIterator[Daemon]:
+    """Start a daemon (tests: web.port = 0 for an ephemeral port) and stop it afterwards."""
+    daemon = Daemon(settings)
+    try:
+        await daemon.start()
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+def log_event(ev: CallEvent) -> None:
+    log.debug("call event", call_id=ev.call_id, server=ev.server, kind=ev.event)
