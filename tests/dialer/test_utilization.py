@@ -13,7 +13,7 @@ DAY = date(2026, 11, 23)
 
 
 def ch(agent: str, status: AgentStatus, at: float, **kw: str) -> AgentStateChange:
-    return AgentStateChange(agent=agent, status=status, at=T0 + at, **kw)  # type: ignore[arg-type]
+    return AgentStateChange(agent=agent, status=status, at=T0 + at, **kw)
 
 
 def test_states_sum_exactly_to_logged_in_time_with_pause_reasons_and_campaigns() -> None:
