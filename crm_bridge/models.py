@@ -16,7 +16,7 @@ Shape decisions that matter to other packages:
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -29,12 +29,14 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_bridge.db import Base, UTCDateTime, utcnow
+from crm_bridge.normalize import search_key
 
 __all__ = [
     "CUSTOMER_KINDS",
@@ -107,6 +109,11 @@ LIMITS = {
 }
 
 
+def _name_key_default(ctx: Any) -> str:
+    """Fill ``name_key`` from ``name`` for inserts that do not give it (bulk imports too)."""
+    return search_key(ctx.get_current_parameters().get("name") or "")[: LIMITS["name"]]
+
+
 def _enum_check(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
     listed = ", ".join(f"'{v}'" for v in values)
     return CheckConstraint(f"{column} IN ({listed})", name=name)
@@ -119,7 +126,9 @@ class Customer(Base):
     kind: Mapped[str] = mapped_column(String(16), default="person")
     name: Mapped[str] = mapped_column(String(LIMITS["name"]))
     #: casefolded name for prefix search (index-friendly on every database)
-    name_key: Mapped[str] = mapped_column(String(LIMITS["name"]), index=True)
+    name_key: Mapped[str] = mapped_column(
+        String(LIMITS["name"]), index=True, default=_name_key_default
+    )
     street: Mapped[str] = mapped_column(String(LIMITS["street"]), default="")
     postcode: Mapped[str] = mapped_column(String(LIMITS["postcode"]), default="", index=True)
     city: Mapped[str] = mapped_column(String(LIMITS["city"]), default="")
@@ -405,3 +414,25 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_crm_audit_entity", "entity", "entity_id", "id"),)
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+#: Core table handles: the hot paths (identify, bulk import) use Core, not the ORM
+customer_t = _table(Customer)
+phone_t = _table(Phone)
+email_t = _table(Email)
+external_id_t = _table(ExternalId)
+custom_field_t = _table(CustomFieldDef)
+custom_value_t = _table(CustomFieldValue)
+interaction_t = _table(Interaction)
+case_t = _table(Case)
+case_interaction_t = _table(CaseInteraction)
+disposition_t = _table(Disposition)
+note_t = _table(Note)
+callback_t = _table(Callback)
+consent_t = _table(Consent)
+dnc_t = _table(DncEntry)
+audit_t = _table(AuditEntry)

@@ -35,6 +35,7 @@ Decisions (documented here because other packages rely on them):
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,6 +52,7 @@ __all__ = [
     "normalize_email",
     "normalize_phone",
     "parse_phone",
+    "search_key",
     "timezone_for_number",
     "try_normalize_phone",
 ]
@@ -246,3 +248,14 @@ def timezone_for_number(e164: str) -> str | None:
     if len(zones) == 1:
         return zones[0]
     return None
+
+
+def search_key(text: str) -> str:
+    """Case- and accent-insensitive form of a name for prefix search ("Müller" -> "muller").
+
+    Stored next to the name (``crm_customer.name_key``) so that a search is an index range
+    scan on every database instead of a full scan with LIKE.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.split())

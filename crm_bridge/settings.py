@@ -41,4 +41,9 @@ class CrmSettings(_Strict):
     )
     recent_interactions: int = Field(default=10, ge=0, le=200)
     lookup_timeout: float = Field(default=0.15, gt=0)
+    #: purposes that need an explicit opt-in before the dialer may call (others are allowed
+    #: unless the customer opted out); the do-not-call list always wins
+    consent_required_purposes: list[str] = Field(default_factory=lambda: ["marketing"])
+    #: at most this many candidates are shown for a 'many' identification
+    max_candidates: int = Field(default=20, ge=2, le=200)
     http: HttpCrmSettings = Field(default_factory=HttpCrmSettings)
