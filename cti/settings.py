@@ -51,6 +51,14 @@ class WebSettings(_Strict):
     ws_send_queue: int = Field(256, ge=8)
     ws_backlog_messages: int = Field(200, ge=0)
     ws_backlog_seconds: float = Field(300.0, ge=0)
+    #: a client more than this many messages behind on its acks counts as too slow (4008)
+    ws_max_unacked: int = Field(1000, ge=8)
+    #: the first message (auth) must arrive within this time (else close 4000)
+    ws_auth_seconds: float = Field(5.0, gt=0)
+    #: websocket-level ping interval (0: none); a peer that stops answering is closed
+    ws_heartbeat_seconds: float = Field(20.0, ge=0)
+    #: how long closing a socket may wait for the peer before the TCP connection is cut
+    ws_close_timeout: float = Field(2.0, gt=0)
     #: the CRM lookup may delay a pop at most this long
     pop_deadline_ms: int = Field(150, ge=10, le=5000)
 

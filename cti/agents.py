@@ -1,0 +1,583 @@
+"""Agents logged in to the CTI: their device, queues and state, and the AMI actions behind
+login, logout and pause.
+
+Agents have no fixed line: each login names a device (`PJSIP/1001`), and from then on the
+calls ringing or connected at that device are the agent's. The state is derived from what the
+agent's calls are doing (ringing, connected), a wrap-up timer after a connected call ends, and
+the pause flag; every change becomes an `AgentStateChange` with the time it happened, which the
+dialer and the statistics consume.
+
+`on_call_event` and `tick` are synchronous and do no I/O (they run on the hot path of every
+call event); only login/logout/pause talk to Asterisk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import structlog
+
+from ami.actions import Action, ActionError, build_action
+from ami.channels import device_of
+from ami.events import (
+    AgentStateChange,
+    AgentStatus,
+    CallEvent,
+    Hangup,
+    Party,
+    Ringing,
+    RingingEnd,
+    Transfer,
+    Up,
+)
+from cti.settings import AgentSettings
+
+log = structlog.get_logger(__name__)
+
+#: a device as Asterisk names one: technology/resource, no channel suffix, no separators that
+#: Dial() or AMI would interpret
+_DEVICE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}/[A-Za-z0-9@._+#*:-]{1,80}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
+_NAME_MAX = 80
+
+
+class AmiSender(Protocol):
+    async def send(self, action: Action, timeout: float | None = None) -> Any: ...  # noqa: ASYNC109
+
+
+class AgentError(Exception):
+    """An agent request was refused; `code` is machine-readable:
+    bad_device, device_in_use, bad_queue, bad_name, bad_reason, not_logged_in,
+    unknown_server, ami_failed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class AgentView:
+    agent_id: str
+    status: AgentStatus
+    since: float
+    name: str = ""
+    reason: str | None = None
+    device: str | None = None
+    server: str | None = None
+    queues: tuple[str, ...] = ()
+    wrap_up_until: float | None = None
+    calls: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "agent_id": self.agent_id,
+            "name": self.name,
+            "status": self.status.value,
+            "reason": self.reason,
+            "since": self.since,
+            "device": self.device,
+            "server": self.server,
+            "queues": list(self.queues),
+            "wrap_up_until": self.wrap_up_until,
+            "calls": list(self.calls),
+        }
+
+
+# per-call leg states of an agent
+_RINGING, _DIALING, _UP = "ringing", "dialing", "up"
+
+
+@dataclass
+class _CallInfo:
+    leg: str
+    queue: str | None = None
+    campaign: str | None = None
+    connected: bool = False
+
+
+@dataclass
+class _Agent:
+    agent_id: str
+    name: str
+    device: str
+    server: str | None
+    queues: list[str]
+    status: AgentStatus
+    since: float
+    paused: str | None = None  # pause reason
+    shown_reason: str | None = None  # reason of the last emitted change
+    wrap_up_until: float | None = None
+    wrap_call: str | None = None
+    wrap_campaign: str | None = None
+    calls: dict[str, _CallInfo] = field(default_factory=dict)
+
+
+def check_device(device: str) -> str:
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise AgentError(
+            "bad_device",
+            "device must look like TECH/resource (e.g. PJSIP/1001), one line, no spaces",
+        )
+    if device_of(device) != device:
+        raise AgentError(
+            "bad_device", f"{device!r} is a channel name; give the device ({device_of(device)})"
+        )
+    return device
+
+
+def _ok(resp: Any) -> tuple[bool, str]:
+    """(ok, message) from whatever the AMI link returns (AmiResponse or a plain mapping)."""
+    if resp is None:
+        return True, ""
+    ok = getattr(resp, "ok", None)
+    msg = getattr(resp, "message", None)
+    if ok is None and isinstance(resp, Mapping):
+        ok = str(resp.get("Response", "")).lower() == "success"
+        msg = resp.get("Message", "")
+    return bool(ok), str(msg or "")
+
+
+class AgentService:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        ami: Mapping[str, AmiSender],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._ami = ami
+        self._clock = clock
+        self._agents: dict[str, _Agent] = {}
+        self._by_device: dict[str, str] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._listeners: list[Callable[[AgentStateChange], None]] = []
+        self.action_timeout: float | None = None
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[AgentStateChange], None]) -> None:
+        self._listeners.append(listener)
+
+    def _emit(self, change: AgentStateChange) -> None:
+        for listener in tuple(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("agent state listener failed", agent=change.agent)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def agent_for_device(self, device: str) -> str | None:
+        return self._by_device.get(device)
+
+    def agent_for_channel(self, channel: str) -> str | None:
+        return self._by_device.get(device_of(channel))
+
+    def view(self, agent_id: str) -> AgentView:
+        a = self._agents.get(agent_id)
+        if a is None:
+            return AgentView(agent_id=agent_id, status=AgentStatus.LOGGED_OUT, since=0.0)
+        return AgentView(
+            agent_id=a.agent_id,
+            status=a.status,
+            since=a.since,
+            name=a.name,
+            reason=a.paused if a.status is AgentStatus.PAUSED else None,
+            device=a.device,
+            server=a.server,
+            queues=tuple(a.queues),
+            wrap_up_until=a.wrap_up_until,
+            calls=tuple(a.calls),
+        )
+
+    def views(self) -> list[AgentView]:
+        return [self.view(agent_id) for agent_id in self._agents]
+
+    def logged_in(self) -> list[str]:
+        return list(self._agents)
+
+    # -- AMI side ----------------------------------------------------------------------------
+
+    def _link(self, server: str | None) -> tuple[str, AmiSender]:
+        if server is None:
+            if len(self._ami) != 1:
+                raise AgentError(
+                    "unknown_server", "several Asterisk servers are configured: name one"
+                )
+            name = next(iter(self._ami))
+        else:
+            name = server
+        link = self._ami.get(name)
+        if link is None:
+            raise AgentError("unknown_server", f"no Asterisk server named {name!r}")
+        return name, link
+
+    async def _act(
+        self, link: AmiSender, name: str, fields: Mapping[str, object], tolerate: str = ""
+    ) -> None:
+        try:
+            action = build_action(name, fields)
+        except ActionError as e:
+            raise AgentError("bad_request", str(e)) from None
+        try:
+            resp = await link.send(action, timeout=self.action_timeout)
+        except Exception as e:  # AmiError / AmiUnavailable / timeouts from the link
+            raise AgentError("ami_failed", f"{name} failed: {e}") from None
+        ok, message = _ok(resp)
+        if not ok and not (tolerate and tolerate in message.lower()):
+            raise AgentError("ami_failed", f"{name} refused by Asterisk: {message}")
+
+    def _lock(self, agent_id: str) -> asyncio.Lock:
+        lock = self._locks.get(agent_id)
+        if lock is None:
+            lock = self._locks[agent_id] = asyncio.Lock()
+        return lock
+
+    async def login(
+        self,
+        agent_id: str,
+        *,
+        name: str,
+        device: str,
+        queues: Sequence[str],
+        server: str | None = None,
+    ) -> AgentView:
+        """Add the agent's device to each queue (QueueAdd with the agent's name) and start
+        it READY. Logging in again moves the agent to the new device/queues."""
+        check_device(device)
+        if not isinstance(name, str) or len(name) > _NAME_MAX or any(c in name for c in "\r\n\0"):
+            raise AgentError("bad_name", f"agent name: one line, at most {_NAME_MAX} characters")
+        qs: list[str] = []
+        for q in queues:
+            if not isinstance(q, str) or not _QUEUE.match(q):
+                raise AgentError("bad_queue", f"queue name {q!r} is not valid")
+            if q not in qs:
+                qs.append(q)
+        server_name, link = self._link(server)
+        async with self._lock(agent_id):
+            holder = self._by_device.get(device)
+            if holder is not None and holder != agent_id:
+                raise AgentError("device_in_use", f"{device} is in use by another agent")
+            old = self._agents.get(agent_id)
+            if old is not None and (old.device != device or old.server != server_name):
+                await self._remove_from_queues(old, old.queues)
+                self._forget(old, self._clock())
+                old = None
+            # claim the device before the first await, so two logins cannot both take it
+            self._by_device[device] = agent_id
+            added: list[str] = []
+            try:
+                for q in qs:
+                    if old is not None and q in old.queues:
+                        continue
+                    await self._act(
+                        link,
+                        "QueueAdd",
+                        {
+                            "Queue": q,
+                            "Interface": device,
+                            "MemberName": name or agent_id,
+                            "StateInterface": device,
+                            "Paused": "true" if old is not None and old.paused else "false",
+                        },
+                        tolerate="already there",
+                    )
+                    added.append(q)
+            except AgentError:
+                for q in added:
+                    try:
+                        await self._act(
+                            link, "QueueRemove", {"Queue": q, "Interface": device}, "not there"
+                        )
+                    except AgentError:
+                        log.warning("rollback of QueueAdd failed", agent=agent_id, queue=q)
+                if old is None:
+                    self._by_device.pop(device, None)
+                raise
+            now = self._clock()
+            if old is not None:
+                gone = [q for q in old.queues if q not in qs]
+                await self._remove_from_queues(old, gone)
+                old.queues = qs
+                old.name = name
+            else:
+                self._agents[agent_id] = _Agent(
+                    agent_id=agent_id,
+                    name=name,
+                    device=device,
+                    server=server_name,
+                    queues=qs,
+                    status=AgentStatus.LOGGED_OUT,
+                    since=now,
+                )
+                self._set(self._agents[agent_id], now)
+                log.info("agent logged in", agent=agent_id, device=device, queues=qs)
+            return self.view(agent_id)
+
+    async def _remove_from_queues(self, a: _Agent, queues: Sequence[str]) -> None:
+        _, link = self._link(a.server)
+        for q in queues:
+            await self._act(link, "QueueRemove", {"Queue": q, "Interface": a.device}, "not there")
+
+    def _forget(self, a: _Agent, now: float) -> None:
+        self._agents.pop(a.agent_id, None)
+        if self._by_device.get(a.device) == a.agent_id:
+            del self._by_device[a.device]
+        if a.status is not AgentStatus.LOGGED_OUT:
+            a.status, a.since = AgentStatus.LOGGED_OUT, now
+            self._emit(AgentStateChange(agent=a.agent_id, status=AgentStatus.LOGGED_OUT, at=now))
+
+    async def logout(self, agent_id: str) -> None:
+        """QueueRemove from each queue; the agent is LOGGED_OUT even if Asterisk already
+        forgot the membership."""
+        async with self._lock(agent_id):
+            a = self._agents.get(agent_id)
+            if a is None:
+                return
+            await self._remove_from_queues(a, a.queues)
+            self._forget(a, self._clock())
+            log.info("agent logged out", agent=agent_id)
+
+    def _require(self, agent_id: str) -> _Agent:
+        a = self._agents.get(agent_id)
+        if a is None:
+            raise AgentError("not_logged_in", "the agent is not logged in")
+        return a
+
+    async def pause(self, agent_id: str, reason: str) -> AgentView:
+        if reason not in self._settings.pause_reasons:
+            raise AgentError(
+                "bad_reason",
+                f"pause reason must be one of: {', '.join(self._settings.pause_reasons)}",
+            )
+        async with self._lock(agent_id):
+            a = self._require(agent_id)
+            _, link = self._link(a.server)
+            # no Queue header: pauses the interface in every queue, static members included
+            await self._act(
+                link, "QueuePause", {"Interface": a.device, "Paused": "true", "Reason": reason}
+            )
+            now = self._clock()
+            a.paused = reason
+            # choosing a pause ends wrap-up: from now on the time counts as paused
+            a.wrap_up_until = None
+            self._set(a, now)
+            return self.view(agent_id)
+
+    async def unpause(self, agent_id: str) -> AgentView:
+        async with self._lock(agent_id):
+            a = self._require(agent_id)
+            _, link = self._link(a.server)
+            await self._act(link, "QueuePause", {"Interface": a.device, "Paused": "false"})
+            a.paused = None
+            self._set(a, self._clock())
+            return self.view(agent_id)
+
+    def end_wrap_up(self, agent_id: str) -> AgentView:
+        a = self._require(agent_id)
+        if a.wrap_up_until is not None:
+            a.wrap_up_until = None
+            self._set(a, self._clock())
+        return self.view(agent_id)
+
+    # -- state machine -----------------------------------------------------------------------
+
+    def _derive(self, a: _Agent) -> AgentStatus:
+        legs = [c.leg for c in a.calls.values()]
+        if _UP in legs or _DIALING in legs:
+            return AgentStatus.ON_CALL
+        if _RINGING in legs:
+            return AgentStatus.RINGING
+        if a.wrap_up_until is not None:
+            return AgentStatus.WRAP_UP
+        if a.paused is not None:
+            return AgentStatus.PAUSED
+        return AgentStatus.READY
+
+    def _set(
+        self,
+        a: _Agent,
+        at: float,
+        call_id: str | None = None,
+        campaign: str | None = None,
+    ) -> None:
+        status = self._derive(a)
+        reason = a.paused if status is AgentStatus.PAUSED else None
+        if status is a.status and reason == a.shown_reason:
+            return
+        a.shown_reason = reason
+        a.status, a.since = status, at
+        if status is AgentStatus.WRAP_UP:
+            call_id, campaign = a.wrap_call, a.wrap_campaign
+        self._emit(
+            AgentStateChange(
+                agent=a.agent_id,
+                status=status,
+                at=at,
+                reason=reason,
+                call_id=call_id,
+                campaign=campaign,
+            )
+        )
+
+    def _agent_of(self, p: Party | None, server: str) -> _Agent | None:
+        if p is None:
+            return None
+        agent_id = self._by_device.get(device_of(p.channel))
+        if agent_id is None:
+            return None
+        a = self._agents.get(agent_id)
+        if a is None or (server and a.server and a.server != server):
+            return None
+        return a
+
+    def _start_leg(
+        self, a: _Agent, ev: CallEvent, leg: str, queue: str | None, camp: str | None
+    ) -> None:
+        info = a.calls.get(ev.call_id)
+        if info is None:
+            a.calls[ev.call_id] = _CallInfo(leg=leg, queue=queue, campaign=camp)
+        else:
+            if info.leg != _UP:
+                info.leg = leg
+            info.queue = info.queue or queue
+            info.campaign = info.campaign or camp
+        if leg == _UP:
+            a.calls[ev.call_id].connected = True
+        # a new call interrupts wrap-up
+        a.wrap_up_until = None
+        self._set(a, ev.at, ev.call_id, camp)
+
+    def _end_leg(self, a: _Agent, call_id: str, at: float) -> None:
+        info = a.calls.pop(call_id, None)
+        if info is None:
+            return
+        if info.connected and not a.calls:
+            secs = self._wrap_seconds(info)
+            if secs > 0:
+                a.wrap_up_until = at + secs
+                a.wrap_call, a.wrap_campaign = call_id, info.campaign
+        self._set(a, at, call_id, info.campaign)
+
+    def _wrap_seconds(self, info: _CallInfo) -> float:
+        table = self._settings.wrap_up_seconds
+        for key in (info.campaign, info.queue):
+            if key and key in table:
+                return float(table[key])
+        return float(table.get("default", 0.0))
+
+    def on_call_event(self, ev: CallEvent) -> None:
+        if not self._agents:
+            return
+        server = ev.server
+        if isinstance(ev, Ringing):
+            camp = ev.variables.get("CAMPAIGN") if ev.variables else None
+            for t in ev.targets:
+                a = self._agent_of(t, server)
+                if a is not None:
+                    self._start_leg(a, ev, _RINGING, ev.queue, camp)
+            a = self._agent_of(ev.caller, server)
+            if a is not None:  # the agent dialled this call itself
+                self._start_leg(a, ev, _DIALING, ev.queue, camp)
+        elif isinstance(ev, Up):
+            for p in (ev.callee, ev.caller):
+                a = self._agent_of(p, server)
+                if a is not None:
+                    self._start_leg(a, ev, _UP, None, None)
+        elif isinstance(ev, RingingEnd):
+            for t in ev.targets:
+                a = self._agent_of(t, server)
+                if a is None:
+                    continue
+                info = a.calls.get(ev.call_id)
+                if info is None or info.leg == _UP:
+                    continue
+                if ev.reason == "answer":
+                    # the agent picked up; `up` confirms once the bridge forms
+                    self._start_leg(a, ev, _UP, None, None)
+                else:
+                    self._end_leg(a, ev.call_id, ev.at)
+        elif isinstance(ev, Transfer):
+            self._on_transfer(ev)
+        elif isinstance(ev, Hangup):
+            for a in tuple(self._agents.values()):
+                if ev.call_id in a.calls:
+                    self._end_leg(a, ev.call_id, ev.at)
+
+    def _on_transfer(self, ev: Transfer) -> None:
+        server = ev.server
+        moved = self._agent_of(ev.transferer, server)
+        consult: set[str] = set()
+        queue = campaign = None
+        if moved is not None:
+            info = moved.calls.get(ev.call_id)
+            if info is not None:
+                queue, campaign = info.queue, info.campaign
+            consult = {cid for cid in moved.calls if cid != ev.call_id}
+            # the transferer's phone is out of this call and of its consultation call
+            for cid in list(moved.calls):
+                if cid != ev.call_id:
+                    moved.calls[cid].connected = False
+                    moved.calls.pop(cid)
+            self._end_leg(moved, ev.call_id, ev.at)
+        leg = _UP if ev.kind == "attended" else _RINGING
+        for t in ev.targets:
+            a = self._agent_of(t, server)
+            if a is None or a is moved:
+                continue
+            for cid in consult & set(a.calls):
+                a.calls.pop(cid)  # the consultation call became the transferred call
+            self._start_leg(a, ev, leg, queue, campaign)
+
+    def tick(self, now: float) -> None:
+        """End wrap-ups whose timer ran out (the app calls this every second)."""
+        for a in tuple(self._agents.values()):
+            until = a.wrap_up_until
+            if until is not None and until <= now and not a.calls:
+                a.wrap_up_until = None
+                self._set(a, until)
+
+    def next_deadline(self) -> float | None:
+        deadlines = [a.wrap_up_until for a in self._agents.values() if a.wrap_up_until]
+        return min(deadlines) if deadlines else None
+
+    # -- resync ------------------------------------------------------------------------------
+
+    def apply_queue_status(
+        self, members: list[dict[str, str]], *, server: str | None = None
+    ) -> None:
+        """Reconcile with QueueStatus `QueueMember` items after an AMI (re)connect: an agent
+        whose device is in no queue any more is logged out (Asterisk restarted), queue lists
+        follow Asterisk, and the pause flag follows `Paused`/`PausedReason`."""
+        now = self._clock()
+        found: dict[str, list[dict[str, str]]] = {}
+        for m in members:
+            loc = m.get("Location") or m.get("Interface") or ""
+            agent_id = self._by_device.get(loc)
+            if agent_id is not None:
+                found.setdefault(agent_id, []).append(m)
+        for a in tuple(self._agents.values()):
+            if server is not None and a.server not in (None, server):
+                continue
+            items = found.get(a.agent_id)
+            if not items:
+                if a.queues:
+                    log.warning("agent no longer in any queue on the PBX", agent=a.agent_id)
+                    self._forget(a, now)
+                continue
+            a.queues = [m["Queue"] for m in items if m.get("Queue")] or a.queues
+            paused = [m for m in items if m.get("Paused") == "1"]
+            if paused and len(paused) == len(items):
+                reason = paused[0].get("PausedReason") or a.paused or "unknown"
+                if a.paused != reason:
+                    a.paused = reason
+                    a.wrap_up_until = None
+                    self._set(a, now)
+            elif not paused and a.paused is not None:
+                a.paused = None
+                self._set(a, now)
