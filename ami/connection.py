@@ -244,6 +244,8 @@ class _LinkProtocol(AMIProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.link._proto is self:
+            self.link._mark_down()  # at once: no send may pick this connection any more
         pending, self.pending = self.pending, {}
         for p in pending.values():
             try:
@@ -389,7 +391,7 @@ class AmiLink:
         idempotent = action.idempotent
         while True:
             proto = self._proto if self._up else None
-            if proto is None or proto.closed:
+            if proto is None:
                 if self._stopping or not idempotent:
                     raise AmiUnavailable(f"{action.name}: AMI link {self.settings.name} is down")
                 remaining = deadline - loop.time()

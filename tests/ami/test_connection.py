@@ -40,6 +40,7 @@ def make_settings(port: int, **kw: Any) -> AmiServerSettings:
         "action_timeout": 2.0,
     }
     base.update(kw)
+    base["reconnect_max"] = max(base["reconnect_max"], base["reconnect_min"])
     return AmiServerSettings(**base)
 
 
