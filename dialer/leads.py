@@ -1,0 +1,447 @@
+"""Lead persistence: claiming, attempts written before dialling, outcomes, retries, callbacks.
+
+The order of work a campaign sees is: due callbacks, then due retries, then fresh leads, each
+by priority. Compliance (calling window in the lead's local time, do-not-call, consent,
+no-redial after an abandoned call, machine once per day) is checked when a lead is claimed,
+not only at import, because lists get old and people opt out.
+
+Claiming is a conditional UPDATE (`... WHERE id = ? AND state = <seen state>`), so two dialer
+instances can never take the same lead; on PostgreSQL the candidate SELECT also uses
+`FOR UPDATE SKIP LOCKED` so they do not even wait for each other.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from crm_bridge.db import make_sessionmaker
+from dialer.compliance import CallingWindow, redial_blocked_until
+from dialer.models import Attempt, Campaign, Lead
+from dialer.retry import RetryPolicy
+
+#: (allowed, reason) for a number and consent purpose: the CRM bridge's may_contact
+ContactCheck = Callable[[str, str], Awaitable[tuple[bool, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedLead:
+    lead_id: int
+    campaign_id: int
+    number: str
+    name: str
+    customer_id: int | None
+    callback_agent: str | None
+    kind: str  # "callback" | "retry" | "new"
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptInfo:
+    id: str
+    action_id: str
+    lead_id: int
+    campaign_id: int
+    number: str
+
+
+def _day_key(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+
+
+class LeadStore:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        instance: str = "dialer",
+        may_contact: ContactCheck | None = None,
+        abandon_block_hours: float = 72.0,
+        machine_block_hours: float = 24.0,
+    ) -> None:
+        self._engine = engine
+        self._sessions: async_sessionmaker[AsyncSession] = make_sessionmaker(engine)
+        self._instance = instance
+        self._may_contact = may_contact
+        self._abandon_hours = abandon_block_hours
+        self._machine_hours = machine_block_hours
+        self._pg = engine.dialect.name == "postgresql"
+
+    # ---- claiming -------------------------------------------------------------------------
+
+    async def claim(self, campaign: Campaign, n: int, now: float) -> list[ClaimedLead]:
+        """Claim up to `n` dialable leads of `campaign` at time `now` (compliance checked)."""
+        if n <= 0:
+            return []
+        window = CallingWindow.parse(campaign.window_start, campaign.window_end)
+        now_dt = datetime.fromtimestamp(now, UTC)
+        claimed: list[ClaimedLead] = []
+        async with self._sessions() as s, s.begin():
+            for kind, states in (("due", ("callback", "retry")), ("new", ("new",))):
+                if len(claimed) >= n:
+                    break
+                stmt = (
+                    select(Lead)
+                    .where(
+                        Lead.campaign_id == campaign.id,
+                        Lead.state.in_(states),
+                        or_(Lead.next_at.is_(None), Lead.next_at <= now),
+                    )
+                    # callbacks before retries, then priority, then the longest waiting
+                    .order_by(
+                        (Lead.state == "callback").desc(),
+                        Lead.priority.desc(),
+                        Lead.next_at.asc(),
+                        Lead.id.asc(),
+                    )
+                    .limit(max(4 * (n - len(claimed)), 16))
+                )
+                if self._pg:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                for lead in (await s.execute(stmt)).scalars():
+                    if len(claimed) >= n:
+                        break
+                    number = lead.numbers[lead.number_index % len(lead.numbers)]
+                    verdict = await self._check(s, campaign, lead, number, window, now_dt)
+                    if verdict is not None:
+                        continue
+                    res = await s.execute(
+                        update(Lead)
+                        .where(Lead.id == lead.id, Lead.state == lead.state)
+                        .values(state="claimed", claimed_by=self._instance, claimed_at=now)
+                    )
+                    if res.rowcount != 1:  # type: ignore[attr-defined]
+                        continue  # another instance took it
+                    claimed.append(
+                        ClaimedLead(
+                            lead.id,
+                            campaign.id,
+                            number,
+                            lead.name,
+                            lead.customer_id,
+                            lead.callback_agent,
+                            "callback" if lead.state == "callback" else kind,
+                            dict(lead.fields or {}),
+                        )
+                    )
+        return claimed
+
+    async def _check(
+        self,
+        s: AsyncSession,
+        campaign: Campaign,
+        lead: Lead,
+        number: str,
+        window: CallingWindow,
+        now: datetime,
+    ) -> str | None:
+        """None when the lead may be dialled now; otherwise why not (and the lead is
+        rescheduled or closed accordingly, inside the caller's transaction)."""
+        zones = (lead.time_zone,)
+        if not window.is_open(now, zones):
+            lead.next_at = window.next_open(now, zones).timestamp()
+            return "outside calling window"
+        if self._may_contact is not None:
+            allowed, reason = await self._may_contact(number, campaign.purpose)
+            if not allowed:
+                lead.state, lead.done_reason, lead.last_outcome = "done", reason[:80], "dnc"
+                return reason
+        last_abandon, last_machine = await self._last_blocking(s, number)
+        until = redial_blocked_until(
+            last_abandon,
+            last_machine,
+            abandon_hours=self._abandon_hours,
+            machine_hours=self._machine_hours,
+        )
+        if until is not None and until > now:
+            lead.next_at = until.timestamp()
+            return "redial blocked"
+        return None
+
+    async def _last_blocking(
+        self, s: AsyncSession, number: str
+    ) -> tuple[datetime | None, datetime | None]:
+        q = (
+            select(Attempt.outcome, func.max(Attempt.ended_at))
+            .where(Attempt.number == number, Attempt.outcome.in_(("abandoned", "machine")))
+            .group_by(Attempt.outcome)
+        )
+        found = {o: t for o, t in (await s.execute(q)).all()}
+
+        def dt(t: float | None) -> datetime | None:
+            return None if t is None else datetime.fromtimestamp(t, UTC)
+
+        return dt(found.get("abandoned")), dt(found.get("machine"))
+
+    async def release(self, lead_ids: Sequence[int]) -> None:
+        """Give back claimed leads that will not be dialled (no agent any more, stop)."""
+        if not lead_ids:
+            return
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(Lead)
+                .where(Lead.id.in_(lead_ids), Lead.state == "claimed")
+                .values(
+                    state="retry",
+                    claimed_by="",
+                    claimed_at=None,
+                )
+            )
+
+    # ---- attempts -------------------------------------------------------------------------
+
+    async def start_attempt(
+        self, lead: ClaimedLead, now: float, predicted: float | None
+    ) -> AttemptInfo:
+        """Write the attempt (and mark the lead dialing) BEFORE the Originate goes out."""
+        attempt_id = f"cti-{lead.campaign_id}-{lead.lead_id}-{secrets.token_hex(4)}"
+        async with self._sessions() as s, s.begin():
+            row = await s.get(Lead, lead.lead_id)
+            if row is None or row.state != "claimed":
+                raise LookupError(f"lead {lead.lead_id} is not claimed")
+            day = _day_key(now)
+            row.state = "dialing"
+            row.attempts += 1
+            row.attempts_today = (row.attempts_today + 1) if row.attempts_day == day else 1
+            row.attempts_day = day
+            row.last_attempt_at = now
+            s.add(
+                Attempt(
+                    id=attempt_id,
+                    campaign_id=lead.campaign_id,
+                    lead_id=lead.lead_id,
+                    number=lead.number,
+                    action_id=attempt_id,
+                    state="dialing",
+                    outcome="",
+                    created_at=now,
+                    agent="",
+                    abandoned=False,
+                    predicted=predicted,
+                    note="",
+                )
+            )
+        return AttemptInfo(attempt_id, attempt_id, lead.lead_id, lead.campaign_id, lead.number)
+
+    async def mark_answered(self, attempt_id: str, at: float) -> None:
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id, Attempt.answered_at.is_(None))
+                .values(answered_at=at, state="answered")
+            )
+
+    async def mark_connected(self, attempt_id: str, at: float, agent: str) -> None:
+        async with self._sessions() as s, s.begin():
+            await s.execute(
+                update(Attempt)
+                .where(Attempt.id == attempt_id, Attempt.connected_at.is_(None))
+                .values(connected_at=at, agent=agent, state="connected")
+            )
+
+    async def finish_attempt(
+        self,
+        attempt_id: str,
+        outcome: str,
+        *,
+        at: float,
+        cause: int | None = None,
+        policy: RetryPolicy,
+        next_day_start: float | None = None,
+        callback_at: float | None = None,
+        callback_agent: str | None = None,
+    ) -> str:
+        """Record the outcome and move the lead on; idempotent (a second call for the same
+        attempt changes nothing). Returns the lead's new state."""
+        async with self._sessions() as s, s.begin():
+            att = await s.get(Attempt, attempt_id)
+            if att is None:
+                raise LookupError(f"unknown attempt {attempt_id}")
+            lead = await s.get(Lead, att.lead_id)
+            if lead is None:
+                raise LookupError(f"attempt {attempt_id} has no lead")
+            if att.state == "ended":
+                return lead.state
+            att.state, att.outcome, att.cause, att.ended_at = "ended", outcome, cause, at
+            att.abandoned = outcome == "abandoned"
+            counts = dict(lead.outcome_counts or {})
+            counts[outcome] = counts.get(outcome, 0) + 1
+            lead.outcome_counts = counts
+            lead.last_outcome = outcome
+            lead.claimed_by, lead.claimed_at = "", None
+            if callback_at is not None:
+                lead.state, lead.next_at, lead.callback_agent = (
+                    "callback",
+                    callback_at,
+                    callback_agent,
+                )
+                return lead.state
+            decision = policy.decide(
+                outcome,
+                now=at,
+                attempts_with_outcome=counts[outcome],
+                attempts_today=lead.attempts_today,
+                number_index=lead.number_index,
+                numbers=len(lead.numbers),
+                next_day_start=next_day_start,
+            )
+            if decision.kind == "retry":
+                lead.state, lead.next_at = "retry", decision.at
+                lead.number_index = decision.number_index
+                lead.callback_agent = None
+            else:
+                lead.state, lead.done_reason = "done", decision.reason[:80]
+            return lead.state
+
+    async def schedule_callback(self, lead_id: int, at: float, agent: str | None) -> None:
+        async with self._sessions() as s, s.begin():
+            lead = await s.get(Lead, lead_id)
+            if lead is None:
+                raise LookupError(f"unknown lead {lead_id}")
+            lead.state, lead.next_at, lead.callback_agent = "callback", at, agent
+
+    async def reconcile(
+        self, campaign_id: int, live_channel_ids: set[str], now: float, policy: RetryPolicy
+    ) -> dict[str, int]:
+        """After a restart: attempts still live on the PBX keep their state; attempts that
+        vanished without an outcome end as 'lost' (retried after the congestion delay, never
+        redialled at once), and leads claimed but never dialled go back to the queue."""
+        lost = kept = released = 0
+        async with self._sessions() as s:
+            rows = (
+                (
+                    await s.execute(
+                        select(Attempt.id).where(
+                            Attempt.campaign_id == campaign_id, Attempt.state != "ended"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for attempt_id in rows:
+            if attempt_id in live_channel_ids:
+                kept += 1
+                continue
+            await self.finish_attempt(attempt_id, "lost", at=now, policy=policy)
+            lost += 1
+        async with self._sessions() as s, s.begin():
+            res = await s.execute(
+                update(Lead)
+                .where(Lead.campaign_id == campaign_id, Lead.state == "claimed")
+                .values(state="retry", claimed_by="", claimed_at=None)
+            )
+            released = res.rowcount or 0  # type: ignore[attr-defined]
+        return {"lost": lost, "kept": kept, "released": released}
+
+    # ---- figures --------------------------------------------------------------------------
+
+    async def abandon_window(self, campaign: Campaign, now: float) -> tuple[int, int]:
+        """(live answered, abandoned) in the campaign's rolling window, from the database so
+        that the budget survives restarts."""
+        since = now - campaign.abandon_window
+        async with self._sessions() as s:
+            row = (
+                await s.execute(
+                    select(
+                        func.count(Attempt.id),
+                        func.coalesce(func.sum(case((Attempt.abandoned, 1), else_=0)), 0),
+                    ).where(
+                        Attempt.campaign_id == campaign.id,
+                        Attempt.answered_at.is_not(None),
+                        Attempt.answered_at >= since,
+                        Attempt.outcome != "machine",
+                    )
+                )
+            ).one()
+        return int(row[0]), int(row[1])
+
+    async def campaign_figures(self, campaign: Campaign, now: float) -> dict[str, Any]:
+        async with self._sessions() as s:
+            outcomes = dict(
+                (
+                    await s.execute(
+                        select(Attempt.outcome, func.count())
+                        .where(Attempt.campaign_id == campaign.id)
+                        .group_by(Attempt.outcome)
+                    )
+                ).all()
+            )
+            states = dict(
+                (
+                    await s.execute(
+                        select(Lead.state, func.count())
+                        .where(Lead.campaign_id == campaign.id)
+                        .group_by(Lead.state)
+                    )
+                ).all()
+            )
+            connects = (
+                await s.execute(
+                    select(func.count()).where(
+                        Attempt.campaign_id == campaign.id, Attempt.connected_at.is_not(None)
+                    )
+                )
+            ).scalar_one()
+            predicted = (
+                await s.execute(
+                    select(func.avg(Attempt.predicted)).where(
+                        Attempt.campaign_id == campaign.id, Attempt.predicted.is_not(None)
+                    )
+                )
+            ).scalar_one()
+        attempts = sum(outcomes.values())
+        answered, abandoned = await self.abandon_window(campaign, now)
+        live = sum(outcomes.get(k, 0) for k in ("handled", "answered", "abandoned"))
+        return {
+            "campaign": campaign.name,
+            "attempts": attempts,
+            "in_flight": outcomes.get("", 0),
+            "connects": connects,
+            "live_answers": live,
+            "machines": outcomes.get("machine", 0),
+            "busy": outcomes.get("busy", 0),
+            "no_answer": outcomes.get("no-answer", 0),
+            "congestion": outcomes.get("congestion", 0),
+            "failed": outcomes.get("failed", 0),
+            "abandoned": outcomes.get("abandoned", 0),
+            "abandon_rate_window": (abandoned / answered) if answered else 0.0,
+            "window_answered": answered,
+            "window_abandoned": abandoned,
+            "dials_per_connect": (attempts / connects) if connects else None,
+            "leads_remaining": sum(v for k, v in states.items() if k != "done"),
+            "leads_done": states.get("done", 0),
+            "leads_by_state": states,
+            "predicted_answer_rate": predicted,
+            "actual_answer_rate": (live + outcomes.get("machine", 0)) / attempts
+            if attempts
+            else None,
+        }
+
+
+def next_day_start(now: float, tz_name: str, window_start: str) -> float:
+    """When the lead's next calling day starts (for the daily cap)."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(tz_name)
+    local = datetime.fromtimestamp(now, tz)
+    start = CallingWindow.parse(window_start, "23:59").start
+    nxt = (local + timedelta(days=1)).replace(
+        hour=start.hour, minute=start.minute, second=0, microsecond=0
+    )
+    return nxt.timestamp()
+
+
+__all__ = [
+    "AttemptInfo",
+    "ClaimedLead",
+    "ContactCheck",
+    "LeadStore",
+    "next_day_start",
+]
