@@ -18,6 +18,7 @@ test makes sure no input reaches that.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -217,7 +218,7 @@ class ApiRouter:
                     path=path,
                     handler=fn,
                     summary=summary,
-                    description=(fn.__doc__ or "").strip(),
+                    description=inspect.cleandoc(fn.__doc__ or ""),
                     roles=None if roles is None else frozenset(roles),
                     body=body,
                     query=query,

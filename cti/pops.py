@@ -98,7 +98,12 @@ class CallNotFound(LookupError):
 
 
 class NotYourCall(PermissionError):
-    """The agent has no part in this call (or never answered it)."""
+    """The agent has no part in this call."""
+
+
+class NotAnswered(NotYourCall):
+    """The agent was offered the call but never answered it: there is no interaction of
+    theirs to write notes or a disposition on."""
 
 
 def _agent_id(found: Any) -> str | None:
@@ -684,7 +689,7 @@ class PopRouter:
         """The CRM interaction of this agent's part of the call; only answered legs have one."""
         _call, leg = self._leg(call_id, agent_id)
         if leg.record is None:
-            raise NotYourCall(f"{call_id}: not answered by {agent_id}")
+            raise NotAnswered(f"{call_id}: not answered by {agent_id}")
         iid = await leg.record
         if iid is None:
             raise RuntimeError("the interaction could not be recorded in the CRM")
