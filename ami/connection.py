@@ -386,21 +386,23 @@ class AmiLink:
         if not isinstance(action, Action):
             raise TypeError("AmiLink.send() takes an ami.actions.Action (use build_action)")
         limit = self.settings.action_timeout if timeout is None else timeout
+        if not limit > 0:
+            raise ValueError(f"timeout must be > 0, not {limit!r}")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit
         idempotent = action.idempotent
         while True:
             proto = self._proto if self._up else None
-            if proto is None:
+            remaining = deadline - loop.time()
+            if proto is None or remaining <= 0:
                 if self._stopping or not idempotent:
                     raise AmiUnavailable(f"{action.name}: AMI link {self.settings.name} is down")
-                remaining = deadline - loop.time()
                 if remaining <= 0 or not await self._wait_up(remaining) or self._stopping:
                     raise AmiUnavailable(
                         f"{action.name}: AMI link {self.settings.name} did not come up in time"
                     )
                 continue
-            resp = await self._request(proto, action, deadline - loop.time())
+            resp = await self._request(proto, action, remaining)
             if resp is None:
                 if not idempotent or self._stopping:
                     raise AmiOutcomeUnknown(
@@ -569,6 +571,8 @@ class AmiLink:
                 except Exception as exc:
                     self._handler_error(exc, {"Event": "Resync"})
 
+        if proto.closed:
+            raise _LinkDropped("connection closed before the resync")
         ids: list[tuple[str, _Pending]] = []
         for key, name in (("q", "QueueStatus"), ("c", "CoreShowChannels")):
             aid, p = self._issue(proto, build_action(name))

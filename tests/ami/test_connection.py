@@ -371,7 +371,7 @@ async def test_invalid_secret_text_is_refused_without_leaking() -> None:
 # -- keepalive -----------------------------------------------------------------------------
 async def test_silent_peer_is_detected_and_link_reestablished(ami: FakeAmi) -> None:
     rec = Recorder()
-    link = rec.link(make_settings(ami.port, ping_interval=0.1, ping_timeout=0.15))
+    link = rec.link(make_settings(ami.port, ping_interval=0.1, ping_timeout=0.3))
     await link.start()
     try:
         assert await link.wait_connected(2)

@@ -375,3 +375,13 @@ async def test_cancelled_send_leaves_nothing_pending(
     ami.handlers.pop("corestatus")
     with pytest.raises(AmiError, match="unknown"):
         await link.send(build_action("CoreStatus", {"ActionID": "c-1"}))
+
+
+async def test_non_positive_timeout_is_refused_before_anything_is_sent(
+    up: tuple[AmiLink, Recorder], ami: FakeAmi
+) -> None:
+    link, _ = up
+    for bad in (0, -1.0):
+        with pytest.raises(ValueError, match="timeout"):
+            await link.send(originate(), timeout=bad)
+    assert ami.count("Originate") == 0
