@@ -769,6 +769,49 @@ async def link_customer(ctx: Ctx, body: LinkCustomerIn) -> PopOut:
     return PopOut.model_validate(pop)
 
 
+class DispositionsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    call_id: str | None = Field(None, min_length=1, max_length=200)
+    queue: str | None = Field(None, min_length=1, max_length=80)
+    campaign: str | None = Field(None, min_length=1, max_length=80)
+
+
+class DispositionOut(BaseModel):
+    code: str
+    label: str
+
+
+class DispositionsOut(BaseModel):
+    dispositions: list[DispositionOut]
+    #: true when no list is configured: any code is accepted
+    free: bool
+
+
+@router.get(
+    "/api/dispositions",
+    summary="The disposition codes for a call, queue or campaign",
+    query=DispositionsQuery,
+    response=DispositionsOut,
+    errors=(503,),
+)
+async def list_dispositions(ctx: Ctx, body: None) -> DispositionsOut:
+    """With `call_id`, the list configured for that call's campaign or queue."""
+    q = ctx.query
+    queue, campaign = q.queue or "", q.campaign or ""
+    if q.call_id is not None:
+        queue = ctx.services.pops.queue_of(q.call_id) or queue
+        campaign = ctx.services.pops.campaign_of(q.call_id) or campaign
+    lister = getattr(ctx.services.crm, "dispositions", None)
+    if lister is None:
+        return DispositionsOut(dispositions=[], free=True)
+    try:
+        views = await lister(queue=queue, campaign=campaign)
+    except CrmError as e:
+        raise _crm_error(e, "query") from None
+    out = [DispositionOut(code=v.code, label=v.label or v.code) for v in views]
+    return DispositionsOut(dispositions=out, free=not out)
+
+
 # --------------------------------------------------------------------------- customers
 
 

@@ -698,7 +698,8 @@ class PopRouter:
     async def add_note(self, call_id: str, agent_id: str, text: str) -> dict[str, Any]:
         call, leg = self._leg(call_id, agent_id)
         iid = await self.interaction_id(call_id, agent_id)
-        await self._crm.update_interaction(iid, actor=agent_id, notes=text)
+        # the CRM keeps one notes text per interaction: send the agent's notes so far
+        await self._crm.update_interaction(iid, actor=agent_id, notes="\n".join([*leg.notes, text]))
         leg.notes.append(text)
         return self.pop_payload(call, leg)
 
