@@ -3,6 +3,8 @@ treats as an endpoint, and how the built-in PBX simulator behaves."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 
@@ -66,3 +68,39 @@ class SimulatorSettings(_Strict):
     customer_answer_after: float = Field(4.0, ge=0)
     #: caller numbers used for generated inbound calls (the demo CRM seed uses the same ones)
     caller_numbers: list[str] = Field(default_factory=list)
+    #: every delay is divided by this (tests run a 60 s call in 0.6 s with 100)
+    time_scale: float = Field(1.0, gt=0)
+    #: seconds before a wrong Login is answered (Asterisk waits about 1 s), then the close
+    login_fail_delay: float = Field(1.0, ge=0)
+    #: per-queue strategy, "rrmemory" (default) or "ringall"
+    queue_strategies: dict[str, Literal["rrmemory", "ringall"]] = Field(default_factory=dict)
+    #: members present without QueueAdd: queue -> ["PJSIP/1001|Anna Agent", ...]
+    static_members: dict[str, list[str]] = Field(default_factory=dict)
+    #: seconds each member rings before the queue tries the next one; pause between rounds
+    ring_timeout: float = Field(15.0, gt=0)
+    queue_retry: float = Field(2.0, ge=0)
+    #: seconds a queued caller waits before hanging up (abandon)
+    patience: float = Field(60.0, gt=0)
+    #: seconds between the trunk call being answered and the queue join (the IVR prompt)
+    ivr_delay: float = Field(0.5, ge=0)
+    #: seconds a direct Dial (no queue) rings a device
+    dial_timeout: float = Field(60.0, gt=0)
+    #: how simulated agent phones behave unless set_phone() says otherwise
+    phone_mode: Literal["auto", "manual", "never"] = "auto"
+    #: seconds until a busy/congested/rejected customer number fails
+    reject_after: float = Field(0.5, ge=0)
+    #: seconds the safe-harbor message plays before the dialer's abandoned call hangs up
+    safe_harbor_seconds: float = Field(3.0, ge=0)
+    #: dialled extensions (DIDs) that lead to a queue; an exten equal to a queue name does too
+    dids: dict[str, str] = Field(default_factory=lambda: {"800": "support", "810": "sales"})
+    #: dialplan names, matching config/asterisk/extensions.conf
+    trunk: str = Field("trunk", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    inbound_context: str = "from-trunk"
+    agent_context: str = "from-internal"
+    trunk_context: str = "from-trunk"
+    dialer_context: str = "cti-dialer"
+    dialer_exten: str = "connect"
+    #: Uniqueid epoch (`<epoch>.<n>`); None takes the wall clock at start
+    epoch: int | None = None
+    #: bytes a client may leave unread before it is disconnected
+    max_client_buffer: int = Field(32 * 1024 * 1024, ge=65536)
