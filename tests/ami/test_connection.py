@@ -451,3 +451,43 @@ async def test_start_stop_start_again(ami: FakeAmi) -> None:
     assert resp.headers["Ping"] == "Pong"
     await link.stop()
     assert ami.count("Logoff") == 2
+
+
+async def test_flapping_link_backs_off_too(ami: FakeAmi) -> None:
+    """A PBX that accepts the login and then drops us at once must not be hammered either:
+    only a link that stayed up a while resets the backoff."""
+
+    def drop_after_snapshot(s: Any, msg: dict[str, str]) -> None:
+        aid = msg["ActionID"]
+        s.write(
+            f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
+            f"Message: Channels will follow\r\n\r\nEvent: CoreShowChannelsComplete\r\n"
+            f"ActionID: {aid}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n".encode()
+        )
+        asyncio.get_running_loop().call_later(0.01, s.abort)
+
+    ami.handlers["coreshowchannels"] = drop_after_snapshot
+    rec = Recorder()
+    link = rec.link(make_settings(ami.port, reconnect_min=0.05, reconnect_max=5.0))
+    await link.start()
+    try:
+        await asyncio.sleep(1.5)
+        assert 3 <= ami.connections <= 6, ami.connections
+        assert len(rec.resyncs) == ami.connections
+    finally:
+        await link.stop()
+
+
+async def test_stop_while_login_pending_is_clean(ami: FakeAmi) -> None:
+    ami.answer_login = False
+    before = other_tasks()
+    rec = Recorder()
+    link = rec.link(make_settings(ami.port, connect_timeout=5.0))
+    await link.start()
+    await ami.wait_for(lambda: ami.count("Login") == 1)
+    t0 = time.monotonic()
+    await link.stop()
+    assert time.monotonic() - t0 < 0.5
+    assert other_tasks() - before - ami.server_tasks == set()
+    assert rec.states == ["connecting", "stopped"]
+    assert ami.count("Logoff") == 0  # never logged in: nothing to log off
