@@ -35,7 +35,8 @@ MIGRATIONS = [
 ]
 
 
-def _version_locations() -> list[str]:
+def version_locations() -> list[str]:
+    """Alembic version directories of the packages beside the CRM's base branch."""
     return [p for p in MIGRATIONS if Path(p).is_dir()]
 
 
@@ -76,7 +77,7 @@ class Daemon:
         s = self.settings
         s.data_dir.mkdir(parents=True, exist_ok=True)
         url = s.database_url()
-        await migrate(url, extra_version_locations=_version_locations())
+        await migrate(url, extra_version_locations=version_locations())
         engine = make_engine(url)
         bus = EventBus()
         secret = secret_value(s.web.token_secret).encode() or secrets.token_bytes(32)
@@ -111,37 +112,77 @@ class Daemon:
             hub=hub,
             agents=agents,
             pops=pops,
+            links=links,
         )
         self.services = services
         agents.subscribe(lambda change: self._on_agent_change(change))
-        bus.subscribe_sync("agents", agents.on_call_event)
-        bus.subscribe("pops", pops.on_call_event)
+
+        def agents_consume(ev: object) -> None:
+            if isinstance(ev, CallEvent):
+                agents.on_call_event(ev)
+
+        async def pops_consume(ev: object) -> None:
+            if isinstance(ev, CallEvent):
+                await pops.on_call_event(ev)
+
+        bus.subscribe_sync("agents", agents_consume)
+        bus.subscribe("pops", pops_consume)
         if s.dialer.enabled:
-            self._start_dialer(services)
+            self._make_dialer(services)
         await bus.start()
 
         for server in s.ami.servers:
             self._add_server(services, server)
         for link in links.values():
             await link.start()
+        if services.dialer is not None:
+            self._tasks.append(asyncio.create_task(self._start_dialer(services), name="dialer"))
 
         self.app = self._make_web_app(services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.web.host, s.web.port)
         await site.start()
-        server = site._server
-        if server is not None and getattr(server, "sockets", None):
-            self.port = server.sockets[0].getsockname()[1]
+        listener: Any = site._server
+        if listener is not None and getattr(listener, "sockets", None):
+            self.port = listener.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._tick(), name="agents-tick"))
         log.info("cti server listening", url=self.url, ami_servers=[x.name for x in s.ami.servers])
 
-    def _start_dialer(self, services: Services) -> None:
-        try:
-            from dialer.engine import Dialer
-        except ModuleNotFoundError:
-            return  # outbound dialing not built into this version
-        services.dialer = Dialer.from_services(services)  # type: ignore[attr-defined]
+    def _make_dialer(self, services: Services) -> None:
+        from dialer.engine import Dialer
+
+        links = services.links
+        default = self.settings.ami.servers[0].name
+
+        async def originate(server: str, action: Any) -> Any:
+            link = links.get(server or default)
+            if link is None:
+                raise LookupError(f"no Asterisk server named {server!r}")
+            return await link.send(action)
+
+        def agents_of_queue(queue: str) -> list[tuple[Any, float]]:
+            return [(v.status, v.since) for v in services.agents.views() if queue in v.queues]
+
+        dialer = Dialer(
+            services.engine,
+            self.settings.dialer,
+            originate=originate,
+            agents_of_queue=agents_of_queue,
+            notify=services.hub.send,
+            may_contact=services.crm.may_contact,
+            default_server=default,
+        )
+        services.dialer = dialer
+        services.bus.subscribe("dialer", dialer.on_event)
+
+    async def _start_dialer(self, services: Services) -> None:
+        """Start pacing once the PBX's live calls are known, so that attempts left in flight
+        by a previous process are reconciled against reality, not against an empty link."""
+        for link in services.links.values():
+            await link.wait_connected(30.0)
+        live = {c.call_id for t in services.trackers.values() for c in t.live_calls()}
+        await services.dialer.start(live)
 
     def _on_agent_change(self, change: Any) -> None:
         services = self.services
@@ -167,7 +208,7 @@ class Daemon:
         def on_resync(r: Any) -> None:
             for ev in tracker.resync(r.channels, r.at):
                 publish(ev)
-            services.agents.apply_queue_status(r.queue_members)
+            services.agents.apply_queue_status(r.queue_members, server=server.name)
 
         def on_state(state: str) -> None:
             slog.info("ami link", state=state)

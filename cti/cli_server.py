@@ -15,18 +15,6 @@ from cti.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-DEMO_PASSWORD = "demo-password"
-#: (username, display name, device, role); the bots are logged in and answer by themselves,
-#: agent1 is left for the person trying the demo in a browser
-DEMO_ACCOUNTS = [
-    ("agent1", "Agent One", "PJSIP/1001", "agent"),
-    ("agent2", "Agent Two", "PJSIP/1002", "agent"),
-    ("agent3", "Agent Three", "PJSIP/1003", "agent"),
-    ("supervisor", "Sam Supervisor", "", "supervisor"),
-    ("admin", "Ada Admin", "", "admin"),
-]
-DEMO_BOTS = ("agent2", "agent3")
-
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -148,7 +136,7 @@ async def _demo_async(args: argparse.Namespace, settings: Settings) -> int:
             await link.wait_connected(10.0)
         from cti.demo import login_bots
 
-        await login_bots(daemon, DEMO_ACCOUNTS, DEMO_BOTS)
+        await login_bots(daemon)
         _print_banner(daemon, sim.port)
         await _wait_for_signal(args.duration)
     except OSError as e:
@@ -161,6 +149,8 @@ async def _demo_async(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _print_banner(daemon: Any, pbx_port: int) -> None:
+    from cti.demo import DEMO_PASSWORD
+
     url = daemon.url
     print(
         f"""

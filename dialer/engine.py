@@ -53,7 +53,7 @@ log = structlog.get_logger(__name__)
 #: (status, since) of every logged-in agent serving a queue
 AgentsOfQueue = Callable[[str], Sequence[tuple[AgentStatus, float]]]
 Originate = Callable[[str, Any], Awaitable[Any]]  # (server name, Action) -> response
-Notify = Callable[[str, str, dict[str, Any]], None]  # (agent, message type, payload)
+Notify = Callable[[str, str, dict[str, Any]], object]  # (agent, message type, payload)
 
 #: how often the abandonment window is re-read from the database (in between, the engine
 #: counts its own answers and abandons on top of the last reading)
