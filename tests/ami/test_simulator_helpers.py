@@ -82,10 +82,10 @@ class Client:
         return aid
 
     async def action(
-        self, name: str, fields: dict[str, Any] | None = None, timeout: float = 5.0, **kw: Any
+        self, name: str, fields: dict[str, Any] | None = None, within: float = 5.0, **kw: Any
     ) -> Msg:
         aid = self.send(name, fields, **kw)
-        return await self.wait(lambda m: "Response" in m and m.get("ActionID") == aid, timeout)
+        return await self.wait(lambda m: "Response" in m and m.get("ActionID") == aid, within)
 
     async def login(self, events: str = "on") -> Msg:
         resp = await self.action(
@@ -94,7 +94,7 @@ class Client:
         assert resp["Response"] == "Success", resp
         return resp
 
-    async def wait(self, pred: Callable[[Msg], bool], timeout: float = 5.0) -> Msg:
+    async def wait(self, pred: Callable[[Msg], bool], within: float = 5.0) -> Msg:
         start = 0
 
         async def loop() -> Msg:
@@ -109,15 +109,15 @@ class Client:
                 self._changed.clear()
                 await self._changed.wait()
 
-        return await asyncio.wait_for(loop(), timeout)
+        return await asyncio.wait_for(loop(), within)
 
-    async def wait_event(self, name: str, timeout: float = 5.0, **match: str) -> Msg:
+    async def wait_event(self, name: str, within: float = 5.0, **match: str) -> Msg:
         return await self.wait(
             lambda m: m.get("Event") == name and all(m.get(k) == v for k, v in match.items()),
-            timeout,
+            within,
         )
 
-    async def settle(self, quiet: float = 0.1, timeout: float = 5.0) -> None:
+    async def settle(self, quiet: float = 0.1, within: float = 5.0) -> None:
         """Wait until nothing arrived for `quiet` seconds."""
 
         async def loop() -> None:
@@ -127,7 +127,7 @@ class Client:
                 if len(self.messages) == n:
                     return
 
-        await asyncio.wait_for(loop(), timeout)
+        await asyncio.wait_for(loop(), within)
 
     async def close(self) -> None:
         if self.writer is not None:

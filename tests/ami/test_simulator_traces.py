@@ -22,12 +22,12 @@ agent answers (real phones go RINGING -> INUSE; Local members show INUSE while r
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ami.trace import read_trace
 
-from .test_simulator_helpers import Client, Msg, client, start_sim
+from .test_simulator_helpers import Msg, client, start_sim
 
 TRACES = Path(__file__).resolve().parents[1] / "traces"
 
@@ -141,7 +141,7 @@ def assert_same(
         assert h in by_name_exp[k], f"{k}: headers {h} not in trace ({by_name_exp[k][0]}); {m}"
 
 
-def _diff(exp: list[object], got: list[object]) -> str:
+def _diff(exp: Sequence[object], got: Sequence[object]) -> str:
     lines = []
     for i in range(max(len(exp), len(got))):
         e = exp[i] if i < len(exp) else "-"
