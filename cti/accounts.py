@@ -79,7 +79,7 @@ class AccountView:
 
 def normalize_username(username: str) -> str:
     name = username.strip().lower()
-    if not _USERNAME.match(name):
+    if not _USERNAME.fullmatch(name):
         raise AccountError(
             "bad_username",
             "username must be 1-64 characters: letters, digits, '.', '_', '@', '-' "

@@ -118,7 +118,7 @@ class _Agent:
 
 
 def check_device(device: str) -> str:
-    if not isinstance(device, str) or not _DEVICE.match(device):
+    if not isinstance(device, str) or not _DEVICE.fullmatch(device):
         raise AgentError(
             "bad_device",
             "device must look like TECH/resource (e.g. PJSIP/1001), one line, no spaces",
@@ -226,7 +226,9 @@ class AgentService:
             raise AgentError("bad_request", str(e)) from None
         try:
             resp = await link.send(action, timeout=self.action_timeout)
-        except Exception as e:  # AmiError / AmiUnavailable / timeouts from the link
+        except Exception as e:  # AmiError (Response: Error), AmiUnavailable, timeouts
+            if tolerate and tolerate in str(e).lower():
+                return
             raise AgentError("ami_failed", f"{name} failed: {e}") from None
         ok, message = _ok(resp)
         if not ok and not (tolerate and tolerate in message.lower()):
@@ -254,7 +256,7 @@ class AgentService:
             raise AgentError("bad_name", f"agent name: one line, at most {_NAME_MAX} characters")
         qs: list[str] = []
         for q in queues:
-            if not isinstance(q, str) or not _QUEUE.match(q):
+            if not isinstance(q, str) or not _QUEUE.fullmatch(q):
                 raise AgentError("bad_queue", f"queue name {q!r} is not valid")
             if q not in qs:
                 qs.append(q)
@@ -441,17 +443,17 @@ class AgentService:
     ) -> None:
         info = a.calls.get(ev.call_id)
         if info is None:
-            a.calls[ev.call_id] = _CallInfo(leg=leg, queue=queue, campaign=camp)
+            info = a.calls[ev.call_id] = _CallInfo(leg=leg, queue=queue, campaign=camp)
         else:
             if info.leg != _UP:
                 info.leg = leg
             info.queue = info.queue or queue
             info.campaign = info.campaign or camp
         if leg == _UP:
-            a.calls[ev.call_id].connected = True
+            info.connected = True
         # a new call interrupts wrap-up
         a.wrap_up_until = None
-        self._set(a, ev.at, ev.call_id, camp)
+        self._set(a, ev.at, ev.call_id, info.campaign)
 
     def _end_leg(self, a: _Agent, call_id: str, at: float) -> None:
         info = a.calls.pop(call_id, None)

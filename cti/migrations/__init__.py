@@ -9,9 +9,7 @@ VERSIONS_DIR = Path(__file__).resolve().parent / "versions"
 
 
 async def migrate(url: str) -> None:
-    """Bring the database at `url` (CRM tables and cti's tables) to the newest revision."""
+    """Bring the database at `url` (CRM tables and cti's own) to the newest revision."""
     from crm_bridge.db import migrate as crm_migrate
 
-    result = crm_migrate(url, extra_version_locations=[str(VERSIONS_DIR)])
-    if hasattr(result, "__await__"):
-        await result
+    await crm_migrate(url, extra_version_locations=[str(VERSIONS_DIR)])
