@@ -489,8 +489,12 @@ class CallTracker:
                 if peer is not None:
                     ch.peer = peer
                     peer.peer = ch
-        if self._pending and uid == linkedid:
-            self._claim_new(ch)
+        if uid == linkedid:
+            if self._pending:
+                self._claim_new(ch)
+            if ch.endpoint and call.caller is None and m.get("Event") != "Newchannel":
+                # first seen mid-call: the first channel of a call is the one that started it
+                call.caller = ch
         return ch
 
     def _party(self, ch: _Chan, exten: str | None = None) -> Party:
