@@ -93,6 +93,9 @@ class Resync:
 
 @dataclass(frozen=True)
 class AmiResponse:
+    """What Asterisk answered. `AmiLink.send` raises AmiError for `Response: Error` (the
+    response rides along as `AmiError.response`, with ok False), so a returned one is ok."""
+
     ok: bool
     message: str
     headers: dict[str, str]
