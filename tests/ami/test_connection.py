@@ -491,3 +491,53 @@ async def test_stop_while_login_pending_is_clean(ami: FakeAmi) -> None:
     assert other_tasks() - before - ami.server_tasks == set()
     assert rec.states == ["connecting", "stopped"]
     assert ami.count("Logoff") == 0  # never logged in: nothing to log off
+
+
+async def test_drop_during_resync_delivers_no_partial_snapshot(ami: FakeAmi) -> None:
+    ami.channels = [CHANNEL]
+    calls = 0
+
+    def half_then_drop(s: Any, msg: dict[str, str]) -> None:
+        nonlocal calls
+        calls += 1
+        aid = msg["ActionID"]
+        s.write(
+            f"Response: Success\r\nActionID: {aid}\r\nEventList: start\r\n"
+            f"Message: Channels will follow\r\n\r\nEvent: CoreShowChannel\r\n"
+            f"ActionID: {aid}\r\nChannel: half\r\n\r\n".encode()
+        )
+        if calls == 1:
+            s.abort()
+        else:
+            ami.handlers.pop("coreshowchannels")
+            s.write(
+                f"Event: CoreShowChannelsComplete\r\nActionID: {aid}\r\n"
+                f"EventList: Complete\r\nListItems: 1\r\n\r\n".encode()
+            )
+
+    ami.handlers["coreshowchannels"] = half_then_drop
+    rec = Recorder()
+    link = rec.link(make_settings(ami.port))
+    await link.start()
+    try:
+        assert await link.wait_connected(3)
+        assert ami.connections == 2
+        assert [[c["Channel"] for c in r.channels] for r in rec.resyncs] == [["half"]]
+        assert rec.states == ["connecting", "backoff", "connected"]
+    finally:
+        await link.stop()
+
+
+async def test_resync_that_never_completes_times_out_and_retries(ami: FakeAmi) -> None:
+    ami.handlers["coreshowchannels"] = lambda s, m: None
+    rec = Recorder()
+    link = rec.link(make_settings(ami.port, action_timeout=0.2))
+    await link.start()
+    try:
+        await ami.wait_for(lambda: ami.connections >= 2, 3)
+        assert not link.connected and rec.resyncs == []
+        ami.handlers.pop("coreshowchannels")
+        assert await link.wait_connected(3)
+        assert len(rec.resyncs) == 1
+    finally:
+        await link.stop()
