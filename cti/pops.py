@@ -336,13 +336,7 @@ class PopRouter:
         for agent in parties:
             if agent == a_caller and call.direction == "internal" and agent not in call.legs:
                 continue  # the calling agent of an internal call is not offered a pop
-            leg = self._offer(call, agent, ev.at)
-            if leg.state != ANSWERED:
-                leg.state = ANSWERED
-                leg.answered_at = ev.at
-                leg.ended_at = None
-                self._update(call, leg, "answered_by_you", None, ev.at)
-                self._start_record(call, leg)
+            self._answer(call, agent, ev.at, close_ringing=False)
         for leg in call.legs.values():
             if leg.agent in parties:
                 continue
@@ -352,15 +346,37 @@ class PopRouter:
                 # the caller now talks to someone else: the call moved on (redirect, transfer)
                 self._close(call, leg, "transferred_away", "transfer", ev.at)
 
+    def _answer(self, call: _Call, agent: str, at: float, *, close_ringing: bool = True) -> None:
+        """`agent` picked the call up: tell them, and close it for everyone still ringing."""
+        leg = self._offer(call, agent, at)
+        if leg.state != ANSWERED:
+            leg.state = ANSWERED
+            leg.answered_at = at
+            leg.ended_at = None
+            self._update(call, leg, "answered_by_you", None, at)
+            self._start_record(call, leg)
+        if not close_ringing:
+            return
+        for other in call.legs.values():
+            if other is not leg and other.state == RINGING:
+                self._close(call, other, "answered_elsewhere", "answered-elsewhere", at)
+
     def _on_ringing_end(self, ev: RingingEnd) -> None:
         call = self._calls.get(ev.call_id)
-        if call is None:
+        if call is None or call.ended_at is not None:
             return
-        state = "answered_elsewhere" if ev.reason == "answered-elsewhere" else "ringing_ended"
         for target in ev.targets:
             agent = self._agent_of(target)
             leg = call.legs.get(agent) if agent else None
-            if leg is not None and leg.state == RINGING:
+            if agent is None or (leg is not None and leg.state != RINGING):
+                continue
+            if ev.reason == "answer":  # DialEnd ANSWER: the bridge (Up) follows
+                self._answer(call, agent, ev.at)
+            elif leg is not None:
+                elsewhere = ev.reason == "answered-elsewhere" or any(
+                    lg.state == ANSWERED for lg in call.legs.values()
+                )
+                state = "answered_elsewhere" if elsewhere else "ringing_ended"
                 self._close(call, leg, state, ev.reason, ev.at)
 
     def _on_transfer(self, ev: Transfer) -> None:

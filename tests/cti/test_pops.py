@@ -415,3 +415,19 @@ async def test_reconnect_snapshot_rebuilds_the_pop() -> None:
     assert live[0]["call_id"] == sent["call_id"]
     assert live[0]["identification"] == sent["identification"]
     assert live[0]["state"] == "ringing"
+
+
+async def test_dial_end_answer_settles_ringall_before_the_bridge() -> None:
+    router, hub, _ = make()
+    await router.on_call_event(ringing(A1, A2))
+    await settle(router)
+    await router.on_call_event(
+        RingingEnd(call_id=CID, at=101.0, caller=CALLER, targets=(A1,), reason="answer")
+    )
+    await router.on_call_event(
+        RingingEnd(call_id=CID, at=101.0, caller=CALLER, targets=(A2,), reason="cancel")
+    )
+    await router.on_call_event(Up(call_id=CID, at=101.1, caller=CALLER, callee=A1))
+    await settle(router)
+    assert hub.types("ann") == ["pop", "update:answered_by_you"]
+    assert hub.types("bob") == ["pop", "update:answered_elsewhere"]
