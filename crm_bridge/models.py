@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_bridge.db import Base, UTCDateTime, utcnow
-from crm_bridge.normalize import search_key
+from crm_bridge.normalize import search_key, search_key_last_first
 
 __all__ = [
     "CUSTOMER_KINDS",
@@ -114,6 +114,10 @@ def _name_key_default(ctx: Any) -> str:
     return search_key(ctx.get_current_parameters().get("name") or "")[: LIMITS["name"]]
 
 
+def _name_rkey_default(ctx: Any) -> str:
+    return search_key_last_first(ctx.get_current_parameters().get("name") or "")[: LIMITS["name"]]
+
+
 def _enum_check(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
     listed = ", ".join(f"'{v}'" for v in values)
     return CheckConstraint(f"{column} IN ({listed})", name=name)
@@ -127,7 +131,16 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(LIMITS["name"]))
     #: casefolded name for prefix search (index-friendly on every database)
     name_key: Mapped[str] = mapped_column(
-        String(LIMITS["name"]), index=True, default=_name_key_default
+        # bytewise order on PostgreSQL too, so a prefix search is an index range scan
+        String(LIMITS["name"]).with_variant(String(LIMITS["name"], collation="C"), "postgresql"),
+        index=True,
+        default=_name_key_default,
+    )
+    #: the same with the last word first (family name search)
+    name_rkey: Mapped[str] = mapped_column(
+        String(LIMITS["name"]).with_variant(String(LIMITS["name"], collation="C"), "postgresql"),
+        index=True,
+        default=_name_rkey_default,
     )
     street: Mapped[str] = mapped_column(String(LIMITS["street"]), default="")
     postcode: Mapped[str] = mapped_column(String(LIMITS["postcode"]), default="", index=True)

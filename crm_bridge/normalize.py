@@ -53,6 +53,7 @@ __all__ = [
     "normalize_phone",
     "parse_phone",
     "search_key",
+    "search_key_last_first",
     "timezone_for_number",
     "try_normalize_phone",
 ]
@@ -259,3 +260,12 @@ def search_key(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text.casefold())
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.split())
+
+
+def search_key_last_first(text: str) -> str:
+    """The search key with the last word first ("Anna Müller" -> "muller anna"), so that a
+    prefix search finds people by family name as well."""
+    words = search_key(text).split(" ")
+    if len(words) < 2:
+        return words[0] if words else ""
+    return " ".join([words[-1], *words[:-1]])

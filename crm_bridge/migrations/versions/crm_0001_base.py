@@ -72,7 +72,16 @@ def upgrade() -> None:
         ),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("name_key", sa.String(length=200), nullable=False),
+        sa.Column(
+            "name_key",
+            sa.String(length=200).with_variant(sa.String(length=200, collation="C"), "postgresql"),
+            nullable=False,
+        ),
+        sa.Column(
+            "name_rkey",
+            sa.String(length=200).with_variant(sa.String(length=200, collation="C"), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("street", sa.String(length=200), nullable=False),
         sa.Column("postcode", sa.String(length=20), nullable=False),
         sa.Column("city", sa.String(length=100), nullable=False),
@@ -88,6 +97,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("crm_customer", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_crm_customer_name_key"), ["name_key"], unique=False)
+        batch_op.create_index(batch_op.f("ix_crm_customer_name_rkey"), ["name_rkey"], unique=False)
         batch_op.create_index(batch_op.f("ix_crm_customer_postcode"), ["postcode"], unique=False)
 
     op.create_table(
@@ -268,6 +278,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_crm_external_id_customer_id"), ["customer_id"], unique=False
         )
+        batch_op.create_index("ix_crm_external_id_value", ["value"], unique=False)
 
     op.create_table(
         "crm_interaction",
@@ -526,6 +537,7 @@ def downgrade() -> None:
 
     op.drop_table("crm_interaction")
     with op.batch_alter_table("crm_external_id", schema=None) as batch_op:
+        batch_op.drop_index("ix_crm_external_id_value")
         batch_op.drop_index(batch_op.f("ix_crm_external_id_customer_id"))
 
     op.drop_table("crm_external_id")
@@ -550,6 +562,7 @@ def downgrade() -> None:
     with op.batch_alter_table("crm_customer", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_crm_customer_postcode"))
         batch_op.drop_index(batch_op.f("ix_crm_customer_name_key"))
+        batch_op.drop_index(batch_op.f("ix_crm_customer_name_rkey"))
 
     op.drop_table("crm_customer")
     op.drop_table("crm_custom_field")
