@@ -42,12 +42,13 @@ import datetime as dt
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from typing import IO, Any
 
 import phonenumbers
 
 from crm_bridge import models
+from crm_bridge.adapter import ValidationFailed
+from crm_bridge.customfields import FieldDef, coerce_value, validate_definition
 from crm_bridge.models import LIMITS
 from crm_bridge.normalize import InvalidEmail, InvalidNumber, normalize_email, parse_phone
 
@@ -95,18 +96,11 @@ class LayoutError(ValueError):
     """The header cannot be imported at all (exit code 2): the message names the column."""
 
 
-@dataclass(frozen=True, slots=True)
-class FieldDef:
-    """A custom field definition as the CSV header or the store describes it."""
-
-    name: str
-    type: str
-    choices: tuple[str, ...] = ()
-
-    def header(self) -> str:
-        if self.type == "choice":
-            return f"cf_{self.name}:choice={'|'.join(self.choices)}"
-        return f"cf_{self.name}:{self.type}"
+def field_header(fd: FieldDef) -> str:
+    """The header cell that carries a field's definition (``cf_tariff:choice=a|b``)."""
+    if fd.type == "choice":
+        return f"cf_{fd.name}:choice={'|'.join(fd.choices)}"
+    return f"cf_{fd.name}:{fd.type}"
 
 
 def parse_field_spec(name: str, spec: str | None) -> FieldDef | None:
@@ -127,7 +121,11 @@ def parse_field_spec(name: str, spec: str | None) -> FieldDef | None:
             raise LayoutError(f"column cf_{name}: a choice field needs choice=a|b|c")
     elif rest:
         raise LayoutError(f"column cf_{name}: only choice fields take '=...'")
-    return FieldDef(name, kind, choices)
+    try:
+        choices = validate_definition(name, kind, choices=choices)
+    except ValidationFailed as e:
+        raise LayoutError(f"column cf_{name}: {e.reason}") from None
+    return FieldDef(name, kind, choices=choices)
 
 
 @dataclass(slots=True)
@@ -207,7 +205,7 @@ def export_header(
         cols += [p, f"{p}_kind"]
     cols += ["email" if n == 1 else f"email{n}" for n in range(1, max(emails, 1) + 1)]
     cols += [t if t in STANDARD_ID_TYPES else f"id_{t}" for t in id_types]
-    cols += [f.header() for f in fields]
+    cols += [field_header(f) for f in fields]
     return cols
 
 
@@ -229,32 +227,15 @@ def parse_bool(text: str) -> bool:
 
 
 def convert_custom(fd: FieldDef, text: str) -> Any:
-    """A custom field value from its CSV text; ValueError says why it does not fit."""
-    if fd.type == "text":
-        if len(text) > MAX_TEXT_FIELD:
-            raise ValueError(f"longer than {MAX_TEXT_FIELD} characters ({len(text)})")
-        return text
-    if fd.type == "number":
-        try:
-            d = Decimal(text.strip())
-        except InvalidOperation:
-            raise ValueError(f"{text!r} is not a number") from None
-        if not d.is_finite():
-            raise ValueError(f"{text!r} is not a finite number")
-        return float(d)
-    if fd.type == "date":
-        try:
-            return dt.date.fromisoformat(text.strip())
-        except ValueError:
-            raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-    if fd.type == "bool":
-        return parse_bool(text)
-    if fd.type == "choice":
-        v = text.strip()
-        if v not in fd.choices:
-            raise ValueError(f"{v!r} is not one of {', '.join(fd.choices)}")
-        return v
-    raise ValueError(f"unknown field type {fd.type}")
+    """A custom field value from its CSV text (None: unset); ValueError says why it is refused.
+
+    The rules are the store's (crm_bridge.customfields.coerce_value), so an import accepts
+    exactly what an agent could type.
+    """
+    try:
+        return coerce_value(fd, text)
+    except ValidationFailed as e:
+        raise ValueError(e.reason) from None
 
 
 def format_custom(fd: FieldDef, value: Any) -> str:
@@ -343,6 +324,12 @@ class RowParser:
                     ":choice=a|b)"
                 )
             self._custom.append((name, idx, fd))
+        given = {name for name, _, _ in layout.custom}
+        missing = [n for n, fd in fields.items() if fd.required and n not in given]
+        if missing:
+            raise LayoutError(
+                f"required custom field(s) {', '.join(sorted(missing))} have no column"
+            )
         self._customer = [(c, i, CUSTOMER_COLUMNS[c]) for c, i in layout.customer]
         self._name_idx = next(i for c, i in layout.customer if c == "name")
 
@@ -412,12 +399,14 @@ class RowParser:
         custom: dict[str, Any] = {}
         for name, ci, fd in self._custom:
             v = row[ci]
-            if v == "" or v.isspace():
+            if (v == "" or v.isspace()) and not fd.required:
                 continue
             try:
-                custom[name] = convert_custom(fd, v)
+                value = convert_custom(fd, v)
             except ValueError as e:
                 raise RowError(f"cf_{name}: {e}") from None
+            if value is not None:
+                custom[name] = value
         return ParsedRow(line, customer, phones, emails, ids, custom)
 
 
