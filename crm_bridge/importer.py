@@ -819,7 +819,7 @@ def _rows(
                 ts,
                 ts,
                 *name_values(name),
-            )  # fmt: skip
+            )
         )
         for pos, (e164, kind, ext, raw) in enumerate(p.phones):
             pa((cid, raw, e164, ext, kind or "other", pos))
