@@ -114,6 +114,39 @@ def _expected_excess(mean: float, var: float) -> float:
     return mean * 0.5 * math.erfc(-a / _SQRT2) + sd * _INV_SQRT_2PI * math.exp(-0.5 * a * a)
 
 
+def _expected_sup_excess(mu: list[float], var: list[float]) -> float:
+    """E[max(0, Z_0, ..., Z_k)] for a Gaussian path with roughly independent increments.
+
+    Calls that find no agent are lost, so the abandonments by t are the running maximum of
+    (live answers - free agents), not its value at any one time (Skorokhod reflection). The
+    running maximum is folded in with Clark's moment matching of the max of two Gaussians.
+    """
+    m, v = mu[0], var[0]
+    c = v  # Cov(running max, next Z): independent increments
+    erfc, exp, sqrt = math.erfc, math.exp, math.sqrt
+    for i in range(1, len(mu)):
+        mk, vk = mu[i], var[i]
+        th2 = v + vk - 2.0 * c
+        if th2 <= 1e-12:
+            if mk > m:
+                m, v = mk, vk
+            c = vk
+            continue
+        th = sqrt(th2)
+        a = (m - mk) / th
+        pa = 0.5 * erfc(-a / _SQRT2)
+        da = _INV_SQRT_2PI * exp(-0.5 * a * a)
+        qa = 1.0 - pa
+        m2 = m * pa + mk * qa + th * da
+        e2 = (m * m + v) * pa + (mk * mk + vk) * qa + (m + mk) * th * da
+        v = e2 - m2 * m2
+        if v < 0.0:
+            v = 0.0
+        m = m2
+        c = c * pa + vk * qa
+    return _expected_excess(m, v)
+
+
 class _LogNormalFit:
     """Exponentially forgetting lognormal fit, starting from a prior worth a few observations.
 
@@ -154,19 +187,25 @@ class _LogNormalFit:
 class PredictiveTuning:
     """Knobs of the predictive pacer; defaults are those the simulator targets were met with."""
 
-    #: target local abandonment rate, as a fraction of the cap, once the budget is healthy
-    rate_factor: float = 1.0
+    #: realized abandonment rate aimed at, as a fraction of the cap (the rest is the margin)
+    target_factor: float = 0.9
+    #: step of the calibration loop per live answer (log of the forecast threshold)
+    eta: float = 0.05
+    #: starting forecast threshold, and its bounds, as fractions of the cap
+    threshold_init: float = 0.1
+    threshold_min: float = 0.002
+    threshold_max: float = 1.0
     #: budget (in abandoned calls) kept in reserve: below it the pacer only takes near-zero risk
-    reserve: float = 1.5
-    #: budget above the reserve over which the allowed rate ramps from ~0 to full
-    ramp: float = 4.0
-    #: most the local rate may exceed the cap while a large budget surplus is spent
-    max_factor: float = 1.6
-    #: allowed rate when the budget is thin but not spent (near-zero risk, e.g. at shift start)
-    floor_rate: float = 0.0005
+    reserve: float = 1.0
+    #: budget above the reserve over which the threshold opens from nothing to full
+    ramp: float = 3.0
+    #: forecast threshold while the budget is thin but not spent (e.g. at shift start)
+    floor_rate: float = 0.0002
     #: forgetting of the dial outcome statistics (dials) and of talk/wrap times (conversations)
     dial_half_life: float = 400.0
     handled_half_life: float = 300.0
+    #: forecast the running maximum of the shortfall (True) or its worst single checkpoint
+    sup: bool = True
 
 
 class PredictivePacer:
@@ -229,6 +268,13 @@ class PredictivePacer:
         self._talk_rows: list[tuple[float, ...]] = []
         self._wrap_rows: list[tuple[float, ...]] = []
         self._rebuild_agent_tables()
+        # calibration of the forecast threshold, and how far the budget lets it open
+        cap = abandon_cap
+        self._log_min = math.log(cap * self.tuning.threshold_min)
+        self._log_max = math.log(cap * self.tuning.threshold_max)
+        self._log_threshold = math.log(cap * self.tuning.threshold_init)
+        self._threshold = math.exp(self._log_threshold)
+        self._opened = 0.0
 
     # ---- learning -------------------------------------------------------------------------
 
@@ -264,6 +310,8 @@ class PredictivePacer:
                 self._handled_since_fit = 0
                 self._maybe_rebuild_agent_tables()
             return
+        if kind == "answered" and self._opened >= 0.5:
+            self._calibrate(outcome.abandoned)
         ring = outcome.ring_seconds
         if ring is None:
             ring = self.ring_timeout if kind == "no-answer" else 0.0
@@ -277,6 +325,26 @@ class PredictivePacer:
         self._dial_dirty += 1
         if self._dial_dirty >= 10:
             self._rebuild_dial_table()
+
+    def _calibrate(self, abandoned: bool) -> None:
+        """Stochastic approximation of the forecast threshold giving the target realized rate.
+
+        The one-window forecast is optimistic in closed loop (later launches compete for the
+        same agents), by a factor that depends on the floor; rather than model it, the log of
+        the threshold moves down on every abandoned live answer and up a little on every
+        connected one, settling where the realized rate equals the target.
+        """
+        t = self.tuning
+        target = t.target_factor * self.abandon_cap
+        step = t.eta * ((1.0 - target) if abandoned else -target)
+        lam = self._log_threshold - step
+        self._log_threshold = min(max(lam, self._log_min), self._log_max)
+        self._threshold = math.exp(self._log_threshold)
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated forecast threshold (expected abandonments per expected live answer)."""
+        return self._threshold
 
     @property
     def hit_rate(self) -> float:
@@ -370,14 +438,20 @@ class PredictivePacer:
     # ---- decision -------------------------------------------------------------------------
 
     def allowed_rate(self, floor: Floor) -> float | None:
-        """Local abandonment rate the budget affords now; None means strictly progressive."""
+        """Forecast threshold the budget affords now; None means strictly progressive.
+
+        The threshold is the calibrated one (see ``observe``), scaled down to nothing as the
+        budget left in the legal window shrinks towards the reserve.
+        """
         t = self.tuning
         budget = self.abandon_cap * floor.answered - floor.abandoned
         if budget <= 0.0 and floor.abandoned > 0:
+            self._opened = 0.0
             return None
-        spare = (budget - t.reserve) / t.ramp
-        factor = t.max_factor if spare > t.max_factor else spare
-        rate = self.abandon_cap * t.rate_factor * factor
+        opened = (budget - t.reserve) / t.ramp
+        opened = 0.0 if opened < 0.0 else 1.0 if opened > 1.0 else opened
+        self._opened = opened
+        rate = self._threshold * opened
         return rate if rate > t.floor_rate else t.floor_rate
 
     def decide(self, floor: Floor) -> int:
@@ -403,8 +477,14 @@ class PredictivePacer:
         excess = _expected_excess
         checks = range(k)
 
+        sup = self.tuning.sup
+
         def within(n: float) -> bool:
             limit = rate * (lives0 + n * qlast)
+            if sup:
+                mus = [mu[i] + n * qm[i] for i in checks]
+                vs = [var[i] + n * qv[i] for i in checks]
+                return _expected_sup_excess(mus, vs) <= limit
             for i in checks:
                 if excess(mu[i] + n * qm[i], var[i] + n * qv[i]) > limit:
                     return False
