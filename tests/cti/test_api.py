@@ -40,7 +40,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         w.erika = await env.customer("Erika Muster", "+4930123456", postcode="10115")
         await env.services.crm.set_dispositions(
             ["solved", "callback", ("wrong", "Wrong number")],
-            actor="test", scope_kind="queue", scope="support",
+            actor="test",
+            scope_kind="queue",
+            scope="support",
         )
         env.sim.set_phone("PJSIP/1001", "manual")
         env.sim.set_phone("PJSIP/1002", "manual")
@@ -159,7 +161,8 @@ async def test_roles(world: World) -> None:
     assert status == 201 and data["username"] == "carl" and data["role"] == "agent"
     status, data = await world.admin.post("/api/agents", new)
     assert status == 409 and field_names(data) == ["body.username"]
-    status, data = await world.admin.post("/api/agents", {**new, "username": "dora", "password": "x"})
+    weak = {**new, "username": "dora", "password": "x"}
+    status, data = await world.admin.post("/api/agents", weak)
     assert status == 422 and field_names(data) == ["body.password"]
     status, data = await world.admin.post("/api/agents", {**new, "username": "bad name!"})
     assert status == 422 and field_names(data) == ["body.username"]
@@ -221,7 +224,9 @@ async def test_call_work_lands_in_the_crm(world: World) -> None:
     assert pop["notes"] == ["wants a refund", "sent form"]
     status, data = await world.ann.get(f"/api/dispositions?call_id={call_id}")
     assert status == 200 and [d["code"] for d in data["dispositions"]] == [
-        "solved", "callback", "wrong"
+        "solved",
+        "callback",
+        "wrong",
     ]
     status, data = await world.ann.post(f"/api/calls/{call_id}/disposition", {"code": "bogus"})
     assert status == 422 and field_names(data) == ["body.code"]
