@@ -177,8 +177,9 @@ class _Call:
         self.up_with: _Chan | None = None
         self.connected = False
         self.await_up = False
-        #: a pending blind transfer: (transferer endpoint or None, came from a Redirect)
-        self.xfer: tuple[_Chan | None, bool] | None = None
+        #: a pending blind transfer: (transferer endpoint or None, came from a Redirect,
+        #: the exten the caller was sent to)
+        self.xfer: tuple[_Chan | None, bool, str] | None = None
         self.ended = False
         #: the last queue the call waited in (live_calls) and the one it waits in now (ringing)
         self.queue: str | None = None
@@ -368,7 +369,7 @@ class CallTracker:
             name = str(message.get("Event") or message.get("Response") or "?")
             if name not in self._logged_errors:
                 self._logged_errors.add(name)
-                log.exception("tracker failed on a message", ami_event=name, server=self.server)
+                _log_safely("tracker failed on a message", ami_event=name, server=self.server)
             return []
         if not out:
             return []
@@ -394,7 +395,7 @@ class CallTracker:
             return self._resync(channels, at)
         except Exception:
             self.stats.errors += 1
-            log.exception("tracker resync failed", server=self.server)
+            _log_safely("tracker resync failed", server=self.server)
             return []
 
     def live_calls(self) -> list[LiveCall]:
@@ -618,11 +619,17 @@ class CallTracker:
         t = self._time(m, at)
         target.rung = True
         target.ring_open = True
+        xfer = call.xfer
+        if xfer is not None and xfer[1]:
+            # a Redirect: the caller's side now dials from the exten it was sent to
+            exten = (m.get("Exten") if src is not None else None) or xfer[2]
+            if exten:
+                call.caller_exten = exten
         cparty = self._caller_party(call)
         target.ring_caller = cparty
         tparty = self._party(target)
-        if call.xfer is not None:
-            transferer, _redirect = call.xfer
+        if xfer is not None:
+            transferer = xfer[0]
             call.xfer = None
             call.await_up = True
             out.append(
@@ -694,8 +701,10 @@ class CallTracker:
                 continue
             t = self._time(m, at)
             if call.xfer is not None:
-                transferer, _r = call.xfer
+                transferer, redirect, exten = call.xfer
                 call.xfer = None
+                if redirect and exten:
+                    call.caller_exten = exten
                 out.append(
                     Transfer(
                         call_id=call.id,
@@ -887,10 +896,7 @@ class CallTracker:
             for mem in b.members:
                 if mem.alive and (mem is callee or mem.peer is callee):
                     # the caller was moved out while its callee is still connected: a Redirect
-                    call.xfer = (callee, True)
-                    exten = m.get("Exten")
-                    if exten and ch is not caller:
-                        call.caller_exten = exten
+                    call.xfer = (callee, True, m.get("Exten", ""))
                     break
         return None
 
@@ -1084,8 +1090,8 @@ class CallTracker:
             return None
         call.caller = transferee
         call.ended = False
-        call.xfer = (transferer, False)
-        exten = m.get("Extension")
+        exten = m.get("Extension", "")
+        call.xfer = (transferer, False, exten)
         if exten:
             call.caller_exten = exten
         return None
@@ -1403,6 +1409,14 @@ class CallTracker:
             if c.endpoint:
                 return c
         return None
+
+
+def _log_safely(msg: str, **kw: Any) -> None:
+    """Log the exception being handled; a broken log sink must not break the ingest loop."""
+    try:
+        log.exception(msg, **kw)
+    except Exception:  # nothing sensible is left to do
+        pass
 
 
 def _uid_order(ch: _Chan) -> tuple[int, str]:
