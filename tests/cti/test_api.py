@@ -38,7 +38,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         w.ann = await env.account("ann")
         w.bob = await env.account("bob")
         w.erika = await env.customer("Erika Muster", "+4930123456", postcode="10115")
-        await env.services.crm.set_dispositions(
+        await env.store.set_dispositions(
             ["solved", "callback", ("wrong", "Wrong number")],
             actor="test",
             scope_kind="queue",
@@ -62,7 +62,7 @@ async def live_call(w: World, c: Client, number: str) -> dict[str, Any]:
         _, data = await c.get("/api/calls")
         for p in data["calls"]:
             if p["caller"]["number"] == number and p["state"] != "ended":
-                return p  # type: ignore[no-any-return]
+                return p
         return None
 
     for _ in range(300):
@@ -253,7 +253,7 @@ async def test_call_work_lands_in_the_crm(world: World) -> None:
     status, data = await world.ann.get("/api/calls?all=true")
     assert status == 403
     await hang_up(world, call_id)
-    crm = world.env.services.crm
+    crm = world.env.store
     await world.env.services.pops.drain()
     rows = await crm.interactions_for_call(call_id)
     assert len(rows) == 1
@@ -291,7 +291,7 @@ async def test_unknown_caller_becomes_a_customer_only_on_request(world: World) -
     found = await world.env.services.crm.search(number)
     assert [c.name for c in found] == ["Max Neu"]
     await world.env.services.pops.drain()
-    rows = await world.env.services.crm.interactions_for_call(call_id)
+    rows = await world.env.store.interactions_for_call(call_id)
     assert rows[0].customer_id == found[0].id
     # linking an existing customer instead
     status, pop = await world.ann.post(

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from ami.settings import SimulatorSettings
 from ami.simulator import PbxSimulator
 from crm_bridge.adapter import NewCustomer, NewPhone
+from crm_bridge.store import BuiltinCrm
 from cti.app import Daemon, running_daemon
 from cti.services import Services
 from cti.settings import Settings, load_settings
@@ -103,6 +104,13 @@ class Env:
     def services(self) -> Services:
         assert self.daemon.services is not None
         return self.daemon.services
+
+    @property
+    def store(self) -> BuiltinCrm:
+        """The built-in CRM store behind the adapter (for set-up and checks)."""
+        crm = self.services.crm
+        assert isinstance(crm, BuiltinCrm)
+        return crm
 
     def anonymous(self) -> Client:
         return Client(self.http, self.url)
