@@ -1,0 +1,334 @@
+"""`cti crm import`: rejected rows with line numbers, duplicates as merge suggestions, batch
+atomicity, exactly-once resume. Real SQLite files (and PostgreSQL with CTI_TEST_PG_URL)."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crm_bridge.adapter import Identity
+from crm_bridge.csvio import LayoutError
+from crm_bridge.importer import (
+    ImportOptions,
+    ImportUsageError,
+    SimulatedCrash,
+    default_paths,
+    import_csv,
+)
+from crm_bridge.models import Customer, CustomFieldValue, Email, ExternalId, Phone
+from crm_bridge.settings import CrmSettings
+from crm_bridge.store import BuiltinCrm
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _template_outside_the_loop(sqlite_template: Path) -> None:
+    """conftest's sqlite_template calls asyncio.run; build it before any async fixture runs."""
+
+
+def report(path: Path) -> list[dict[str, str]]:
+    with path.open(encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+async def count(engine: AsyncEngine, table: Any = Customer) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar() or 0)
+
+
+async def names(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(Customer.name).order_by(Customer.id))).scalars())
+
+
+async def test_broken_rows_are_rejected_with_line_and_reason_good_rows_land(
+    engine: AsyncEngine, crm_settings: CrmSettings, crm: BuiltinCrm, tmp_path: Path
+) -> None:
+    src = tmp_path / "broken.csv"
+    shutil.copyfile(DATA / "broken.csv", src)
+    res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=4))
+    assert res.complete and not res.failed
+    assert (res.rows, res.imported, res.rejected, res.duplicates) == (12, 3, 9, 0)
+    assert await names(engine) == ["Anna Schmidt", "Frieda Multiline", "Hanna Good"]
+
+    rejects = {int(r["line"]): r["reason"] for r in report(default_paths(src)[0])}
+    assert sorted(rejects) == [3, 4, 5, 6, 7, 10, 12, 13, 14]
+    assert rejects[3].startswith("phone:") and "'12'" in rejects[3]
+    assert rejects[4] == "name is empty"
+    assert rejects[5].startswith("cf_since:") and "31.01.2020" in rejects[5]
+    assert rejects[6] == "street: longer than 200 characters (250)"
+    assert rejects[7] == "expected 10 fields, found 11"
+    # line 8-9 is one record (quoted newline), so the badly encoded row is physical line 10
+    assert rejects[10] == "not valid UTF-8 (byte 0xE4)"
+    assert rejects[12].startswith("cf_tier:") and "bronze" in rejects[12]
+    assert rejects[13].startswith("email:")
+    assert rejects[14].startswith("phone_kind:") and "pager" in rejects[14]
+
+    # what landed is normalized and findable through the adapter
+    found = await crm.identify(Identity(number="030 1234567"))
+    assert found.status == "one" and found.card is not None
+    assert found.card.name == "Anna Schmidt"
+    frieda = await crm.identify(Identity(number="+49309990050"))
+    assert frieda.status == "one" and frieda.card is not None
+    assert frieda.card.name == "Frieda Multiline"
+    hanna = await crm.identify(Identity(ivr={"account": "A-9"}))
+    assert hanna.card is not None and hanna.card.name == "Hanna Good"
+    async with engine.connect() as conn:
+        emails = set((await conn.execute(select(Email.email))).scalars())
+        assert emails == {"anna@example.org", "frieda@example.org", "hanna@example.org"}
+        kinds = {e: k for e, k in await conn.execute(select(Phone.e164, Phone.kind))}
+        assert kinds == {
+            "+49301234567": "landline",
+            "+49309990050": "other",
+            "+4915123456789": "mobile",
+        }
+        values = (await conn.execute(select(func.count()).select_from(CustomFieldValue))).scalar()
+        assert values == 3  # Anna: since + tier, Frieda: tier
+
+
+async def test_duplicates_within_file_and_against_database_become_merge_suggestions(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    header = "name,phone,email,account,card"
+    first = write(
+        tmp_path / "first.csv", header, ["Existing Kunde,+4930555001,ex@example.org,K-1,"]
+    )
+    assert (await import_csv(engine, first, crm_settings)).imported == 1
+    async with engine.connect() as conn:
+        existing_id = (await conn.execute(select(Customer.id))).scalar_one()
+
+    rows = [
+        "Same Number Other Format,030 555001,,,",  # 2: DB, by number
+        "Fresh One,+4930555002,fresh@example.org,K-2,C-2",  # 3: new
+        "Same Mail Upper,+4930555003,FRESH@example.org,,",  # 4: same batch as 3, by e-mail
+        "Fresh Two,+4930555004,,K-4,",  # 5: new (next batch)
+        "Same Account Later,,,K-2,",  # 6: earlier batch of this file -> in DB now
+        "Same Card,+4930555006,,,C-2",  # 7
+        "Unrelated,+4930555007,,,",  # 8: new
+    ]
+    second = write(tmp_path / "second.csv", header, rows)
+    res = await import_csv(engine, second, crm_settings, ImportOptions(batch_size=3))
+    assert (res.imported, res.duplicates, res.rejected) == (3, 4, 0)
+    assert await names(engine) == ["Existing Kunde", "Fresh One", "Fresh Two", "Unrelated"]
+    merges = report(default_paths(second)[1])
+    got = {(int(m["line"]), m["match"], m["value"], m["source"]) for m in merges}
+    assert got == {
+        (2, "phone", "+4930555001", "database"),
+        (4, "email", "fresh@example.org", "line 3"),
+        (6, "account", "K-2", "database"),
+        (7, "card", "C-2", "database"),
+    }
+    by_line = {int(m["line"]): m for m in merges}
+    assert by_line[2]["customer_id"] == str(existing_id)
+    assert by_line[6]["customer_id"] == by_line[7]["customer_id"] != ""
+    # nothing was imported twice
+    assert await count(engine, Phone) == 4
+    assert await count(engine, ExternalId) == 4  # K-1, K-2, C-2, K-4
+
+
+async def test_importing_the_same_file_twice_imports_nothing_new(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    src = write(
+        tmp_path / "a.csv",
+        "name,phone,email",
+        [f"Person {i},+49305550{i:02d},p{i}@example.org" for i in range(20)],
+    )
+    assert (await import_csv(engine, src, crm_settings)).imported == 20
+    again = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=7))
+    assert (again.imported, again.duplicates) == (0, 20)
+    assert await count(engine) == 20
+
+
+async def _install_boom_trigger(engine: AsyncEngine) -> None:
+    """A database-level failure the importer cannot foresee: inserting a customer named BOOM."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER boom BEFORE INSERT ON crm_customer WHEN NEW.name = 'BOOM' "
+                "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+            )
+        else:
+            await conn.exec_driver_sql(
+                "CREATE OR REPLACE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.name = 'BOOM' THEN RAISE EXCEPTION 'boom refused'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            await conn.exec_driver_sql(
+                "CREATE TRIGGER boom BEFORE INSERT ON crm_customer "
+                "FOR EACH ROW EXECUTE FUNCTION boom()"
+            )
+
+
+async def _drop_boom_trigger(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql(
+            "DROP TRIGGER boom"
+            if conn.dialect.name == "sqlite"
+            else "DROP TRIGGER boom ON crm_customer"
+        )
+        if conn.dialect.name != "sqlite":
+            await conn.exec_driver_sql("DROP FUNCTION boom()")
+
+
+async def test_a_batch_the_database_refuses_is_rolled_back_whole_then_resumed(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    rows = [f"Person {i},+49306660{i:02d},,A-{i}" for i in range(1, 8)]
+    rows[4] = "BOOM,+4930666005,,A-5"
+    rows.insert(3, "Bad,12,,")  # batches: lines 2-4, 5-7 (Bad, Person 4, BOOM), 8-9
+    src = write(tmp_path / "boom.csv", "name,phone,email,account", rows)
+    await _install_boom_trigger(engine)
+    try:
+        res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=3))
+        assert not res.complete
+        assert "lines 5-7" in res.failed and "boom refused" in res.failed
+        # the first batch is in, nothing of the second (its good rows neither)
+        assert await names(engine) == ["Person 1", "Person 2", "Person 3"]
+        assert await count(engine, Phone) == 3
+        assert report(default_paths(src)[0]) == []  # the failed batch's reject is not kept
+        with pytest.raises(ImportUsageError, match="--resume"):
+            await import_csv(engine, src, crm_settings)
+    finally:
+        await _drop_boom_trigger(engine)
+    res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=3, resume=True))
+    assert res.complete and res.resumed_at_line == 4
+    assert await names(engine) == [f"Person {i}" for i in (1, 2, 3, 4)] + [
+        "BOOM",
+        "Person 6",
+        "Person 7",
+    ]
+    assert [r["line"] for r in report(default_paths(src)[0])] == ["5"]
+    assert (res.rows, res.imported, res.rejected) == (8, 7, 1)
+
+
+def _rows_for_resume() -> list[str]:
+    rows = []
+    for i in range(1, 26):
+        if i % 6 == 0:
+            rows.append(f"Broken {i},not-a-number,,")
+        elif i == 17:
+            rows.append("Dup Of One,+4930777001,,")  # duplicate of row 1
+        else:
+            rows.append(f"Person {i},+4930777{i:03d},p{i}@example.org,K{i}")
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("point", "batch"), [("before_commit", 3), ("after_commit", 2), ("after_commit", 5)]
+)
+async def test_resume_after_a_crash_imports_every_row_exactly_once(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path, point: str, batch: int
+) -> None:
+    src = write(tmp_path / "big.csv", "name,phone,email,account", _rows_for_resume())
+
+    def crash(where: str, n: int) -> None:
+        if where == point and n == batch:
+            raise SimulatedCrash(f"{where} {n}")
+
+    with pytest.raises(SimulatedCrash):
+        await import_csv(engine, src, crm_settings, ImportOptions(batch_size=5, crash_hook=crash))
+    committed = batch if point == "after_commit" else batch - 1
+    assert await count(engine) == committed * 5 - _not_imported_before(committed)
+    res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=5, resume=True))
+    assert res.complete
+    expected = [f"Person {i}" for i in range(1, 26) if i % 6 != 0 and i != 17]
+    assert await names(engine) == expected
+    assert await count(engine, Phone) == len(expected)
+    # the reports hold each reject and each merge suggestion exactly once
+    rejects = [int(r["line"]) for r in report(default_paths(src)[0])]
+    assert rejects == [7, 13, 19, 25]
+    merges = [(int(m["line"]), m["match"]) for m in report(default_paths(src)[1])]
+    assert merges == [(18, "phone")]
+    assert (res.rows, res.imported, res.rejected, res.duplicates) == (25, 20, 4, 1)
+
+
+def _not_imported_before(batches: int) -> int:
+    """Rows of the first ``batches`` batches (5 rows each) that are not customers."""
+    skipped = [i for i in range(1, 26) if i % 6 == 0 or i == 17]
+    return sum(1 for i in skipped if i <= batches * 5)
+
+
+async def test_stop_after_k_batches_then_resume(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    src = write(tmp_path / "big.csv", "name,phone,email,account", _rows_for_resume())
+    res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=4, max_batches=2))
+    assert not res.complete and res.rows == 8
+    assert await count(engine) == 7  # row 6 is broken
+    res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=4, resume=True))
+    assert res.complete and res.resumed_at_line == 9
+    assert await count(engine) == 20
+    # resuming a finished import changes nothing
+    again = await import_csv(engine, src, crm_settings, ImportOptions(resume=True))
+    assert again.complete and await count(engine) == 20
+
+
+async def test_resume_refuses_another_file_or_missing_state(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    src = write(tmp_path / "a.csv", "name,phone", [f"P {i},+4930888{i:03d}" for i in range(10)])
+    with pytest.raises(ImportUsageError, match="nothing to resume"):
+        await import_csv(engine, src, crm_settings, ImportOptions(resume=True))
+    await import_csv(engine, src, crm_settings, ImportOptions(batch_size=3, max_batches=1))
+    write(src, "name,phone", [f"Q {i},+4930889{i:03d}" for i in range(10)])
+    with pytest.raises(ImportUsageError, match="not the file"):
+        await import_csv(engine, src, crm_settings, ImportOptions(resume=True))
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("kind,phone", "no 'name' column"),
+        ("name,phone,fax_number", "unknown column 'fax_number'"),
+        ("name,phone,phone", "appears twice"),
+        ("name,cf_undefined", "no custom field 'undefined' is defined"),
+        ("name,cf_x:colour", "unknown field type"),
+        ("name,phone2_kind", "without a column phone2"),
+    ],
+)
+async def test_headers_that_cannot_be_imported_are_refused_before_any_write(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path, header: str, message: str
+) -> None:
+    src = write(tmp_path / "h.csv", header, ["Anna,+4930111222"])
+    with pytest.raises(LayoutError, match=message):
+        await import_csv(engine, src, crm_settings)
+    assert await count(engine) == 0
+
+
+async def test_header_type_must_match_an_existing_field_definition(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    a = write(tmp_path / "a.csv", "name,cf_since:date", ["Anna,2020-01-01"])
+    assert (await import_csv(engine, a, crm_settings)).new_fields == ["since"]
+    b = write(tmp_path / "b.csv", "name,cf_since:number", ["Bert,12"])
+    with pytest.raises(LayoutError, match="defined as"):
+        await import_csv(engine, b, crm_settings)
+    # without a type in the header the existing definition is used
+    c = write(tmp_path / "c.csv", "name,cf_since", ["Carl,2021-02-03", "Dora,gestern"])
+    res = await import_csv(engine, c, crm_settings)
+    assert (res.imported, res.rejected) == (1, 1)
+
+
+async def test_empty_file_and_header_only(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(LayoutError, match="empty"):
+        await import_csv(engine, empty, crm_settings)
+    only = write(tmp_path / "only.csv", "\ufeffname,phone", [])
+    res = await import_csv(engine, only, crm_settings)
+    assert res.complete and res.rows == 0
