@@ -27,8 +27,22 @@ def _mask_secrets(
     return event_dict
 
 
+class _LateStderr:
+    """Looks up sys.stderr at every write: test runners and daemons swap it, and a logger that
+    kept the old object would write to a closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    stream = stream or sys.stderr
+    stream = stream or _LateStderr()
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
