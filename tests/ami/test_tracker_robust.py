@@ -1,0 +1,282 @@
+"""Resync after a reconnect, live_calls snapshots, and garbage input that must never raise."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ami.events import CallEvent
+from ami.trace import read_trace
+from ami.tracker import CallTracker, LiveCall
+from tests.ami.expected.traces import LAB_ENDPOINTS
+
+TRACES = Path(__file__).resolve().parent.parent / "traces"
+T11 = read_trace(TRACES / "11-status-snapshot-during-calls.ami")
+
+
+def lab() -> CallTracker:
+    return CallTracker(local_endpoints=LAB_ENDPOINTS, server="lab")
+
+
+def kinds(events: Sequence[CallEvent]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for e in events:
+        d = e.to_dict()
+        extra = d.get("reason") or d.get("queue") or ""
+        out.append((d["event"], d["call_id"], str(extra)))
+    return out
+
+
+def snapshot_items() -> list[dict[str, str]]:
+    return [m for _, m in T11 if m.get("Event") == "CoreShowChannel"]
+
+
+def test_resync_adopts_calls_started_while_disconnected() -> None:
+    """A fresh tracker (we just connected) gets trace 11's CoreShowChannels list: caller A
+    talking to agent1, caller B ringing agent2. Later events on them then work."""
+    t = lab()
+    assert t.resync(snapshot_items(), 2.52) == []
+    live = {c.call_id: c for c in t.live_calls()}
+    assert set(live) == {"1795343677.154", "1795343679.158"}
+    a, b = live["1795343677.154"], live["1795343679.158"]
+    assert a.state == "up" and a.caller.channel == "Local/800@inbound-0000004d;1"
+    assert a.callee is not None and a.callee.channel == "Local/agent1@agents-0000004e;2"
+    assert a.caller.number == "+4930123463" and a.ringing == ()
+    assert b.state == "ringing" and b.callee is None
+    assert [p.channel for p in b.ringing] == ["Local/agent2@agents-00000050;2"]
+    rest = [(at, m) for at, m in T11 if at > 2.521]
+    events = [e for at, m in rest for e in t.feed(m, at)]
+    assert kinds(events) == [
+        ("ringing_end", "1795343679.158", "noanswer"),
+        ("hangup", "1795343679.158", "cancelled"),
+        ("queue_abandon", "1795343679.158", "support"),
+        ("hangup", "1795343677.154", "completed"),
+    ]
+    assert t.live_calls() == []
+    assert t.stats.errors == 0
+
+
+def test_resync_ends_calls_whose_channels_vanished() -> None:
+    up = read_trace(TRACES / "01-inbound-queue-agent1-answers.ami")
+    ringing = read_trace(TRACES / "03-inbound-queue-caller-abandons.ami")
+    t = lab()
+    for at, m in up:
+        if at > 3.0:
+            break
+        t.feed(m, at)
+    for at, m in ringing:
+        if at > 1.0:
+            break
+        t.feed(m, at)
+    assert [c.state for c in t.live_calls()] == ["up", "ringing"]
+    # reconnect: everything is gone
+    out = t.resync([], 50.0)
+    assert [(e.to_dict()["event"], e.to_dict()["reason"], e.to_dict()["cause"]) for e in out] == [
+        ("hangup", "completed", None),
+        ("hangup", "cancelled", None),
+    ]
+    assert {e.at for e in out} == {50.0}
+    assert t.live_calls() == []
+    # late events of the vanished channels change nothing
+    assert [e for at, m in up if at > 3.0 for e in t.feed(m, at)] == []
+
+
+def test_resync_keeps_calls_that_are_still_there() -> None:
+    t = lab()
+    for at, m in T11:
+        if at > 2.518:
+            break
+        t.feed(m, at)
+    before = [c.to_dict() for c in t.live_calls()]
+    assert t.resync(snapshot_items(), 2.6) == []
+    assert [c.to_dict() for c in t.live_calls()] == before
+    assert [c["state"] for c in before] == ["up", "ringing"]
+    assert before[1]["queue"] == "support"
+    assert before[1]["variables"] == {"AGENT_NOANSWER": "agent1+agent2"}
+    json.dumps(before)
+
+
+def test_live_call_to_dict_shape() -> None:
+    t = lab()
+    t.resync(snapshot_items(), 1.0)
+    d = t.live_calls()[0].to_dict()
+    assert set(d) == {"call_id", "caller", "state", "ringing", "callee", "queue", "variables"}
+    assert isinstance(t.live_calls()[0], LiveCall)
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+EVENTS = [
+    "Newchannel",
+    "Newstate",
+    "NewCallerid",
+    "DialBegin",
+    "DialEnd",
+    "LocalBridge",
+    "BridgeCreate",
+    "BridgeEnter",
+    "BridgeLeave",
+    "BridgeMerge",
+    "BridgeDestroy",
+    "Hangup",
+    "VarSet",
+    "QueueCallerJoin",
+    "AgentCalled",
+    "QueueCallerLeave",
+    "QueueCallerAbandon",
+    "UserEvent",
+    "OriginateResponse",
+    "BlindTransfer",
+    "AttendedTransfer",
+    "Cdr",
+    "Rename",
+    "FullyBooted",
+    "Newexten",
+    "CoreShowChannel",
+    "Pickup",
+    "Hold",
+    "",
+]
+CHANNELS = [
+    "PJSIP/1-0001",
+    "PJSIP/2-0002",
+    "Local/a@b-0001;1",
+    "Local/a@b-0001;2",
+    "Local/c@agents-0002;2",
+    "Local/c@agents-0002;1",
+    "SIP/x",
+    "",
+    "<unknown>",
+]
+UIDS = ["1.1", "1.2", "1.3", "1.4", "1.5", "", "<unknown>"]
+PREFIXES = [
+    "",
+    "Dest",
+    "LocalOne",
+    "LocalTwo",
+    "Transferer",
+    "Transferee",
+    "TransferTarget",
+    "OrigTransferer",
+    "SecondTransferer",
+    "Target",
+]
+VALUES = st.sampled_from(
+    [
+        "0",
+        "4",
+        "5",
+        "6",
+        "7",
+        "16",
+        "17",
+        "19",
+        "34",
+        "-1",
+        "abc",
+        "",
+        "ANSWER",
+        "BUSY",
+        "NOANSWER",
+        "CANCEL",
+        "Success",
+        "Failure",
+        "Bridge",
+        "App",
+        "b1",
+        "b2",
+        "support",
+        "__CAMPAIGN",
+        "1.5",
+        "x,y",
+    ]
+)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> dict[str, str]:
+    msg = {"Event": draw(st.sampled_from(EVENTS))}
+    for prefix in draw(st.lists(st.sampled_from(PREFIXES), max_size=3)):
+        if draw(st.booleans()):
+            msg[prefix + "Channel"] = draw(st.sampled_from(CHANNELS))
+        msg[prefix + "Uniqueid"] = draw(st.sampled_from(UIDS))
+        if draw(st.booleans()):
+            msg[prefix + "Linkedid"] = draw(st.sampled_from(UIDS))
+        if draw(st.booleans()):
+            msg[prefix + "ChannelState"] = draw(VALUES)
+    keys = [
+        "Cause",
+        "DialStatus",
+        "Response",
+        "Reason",
+        "ActionID",
+        "Variable",
+        "Value",
+        "BridgeUniqueid",
+        "ToBridgeUniqueid",
+        "FromBridgeUniqueid",
+        "DestType",
+        "Result",
+        "Timestamp",
+        "Queue",
+        "CallerIDNum",
+        "Newname",
+        "Disposition",
+        "Extension",
+        "BridgeTechnology",
+        "CID-CallingPres",
+    ]
+    for k in draw(st.lists(st.sampled_from(keys), max_size=6)):
+        msg[k] = draw(VALUES)
+    for k, v in draw(st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=2)).items():
+        msg[k] = v
+    return msg
+
+
+@pytest.mark.slow
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    msgs=st.lists(messages(), max_size=40),
+    lab_mode=st.booleans(),
+    resync_at=st.integers(min_value=0, max_value=40),
+)
+def test_garbage_never_raises_nor_errors(
+    msgs: list[dict[str, str]], lab_mode: bool, resync_at: int
+) -> None:
+    t = CallTracker(local_endpoints=LAB_ENDPOINTS if lab_mode else ())
+    at = 0.0
+    for i, m in enumerate(msgs):
+        if i == resync_at:
+            for e in t.resync([m for m in msgs[:i] if m.get("Uniqueid")], at):
+                json.dumps(e.to_dict())
+        at += 0.3
+        for e in t.feed(m, at):
+            json.dumps(e.to_dict())
+    for e in t.flush():
+        json.dumps(e.to_dict())
+    for c in t.live_calls():
+        json.dumps(c.to_dict())
+    assert t.stats.errors == 0
+    assert t.stats.messages == len(msgs)
+
+
+def test_real_traces_shuffled_never_error() -> None:
+    """Every shared trace, messages in reverse order and interleaved: still no exception."""
+    import random
+
+    rnd = random.Random(7)
+    for path in sorted(TRACES.glob("*.ami")):
+        msgs = [m for _, m in read_trace(path)]
+        for order in (list(reversed(msgs)), rnd.sample(msgs, len(msgs))):
+            t = lab()
+            for i, m in enumerate(order):
+                t.feed(m, float(i))
+            t.flush()
+            t.live_calls()
+            assert t.stats.errors == 0, path.name
