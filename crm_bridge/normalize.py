@@ -20,9 +20,10 @@ Decisions (documented here because other packages rely on them):
 * Default area: when a number has neither international nor trunk prefix and does not
   already start with the default area code, the area is put in front (``123456`` with area
   ``30`` -> ``+4930123456``) if that gives a valid number. Digits starting with the area code
-  are read as national (``30123456`` -> ``+4930123456``). This is inherently ambiguous for a
-  local number that happens to start with the area digits; the rule favours the far more
-  common trunk format.
+  are read as national (``30123456`` -> ``+4930123456``), and so are digits forming a
+  valid mobile or service number (``1711234567`` -> ``+491711234567``). This is inherently
+  ambiguous for a local number that happens to start with the area digits; the rule favours
+  the far more common trunk format.
 * Validity: the number must be valid for its country according to ``phonenumbers``
   metadata; otherwise :class:`InvalidNumber` (a ``ValueError``) names the input and why.
 * Withheld / anonymous caller IDs (empty, ``anonymous``, ``<unknown>``, ``restricted``,
@@ -104,6 +105,15 @@ _WITHHELD = frozenset(
     }
 )
 
+#: number types a subscriber number without area code may have
+_LOCAL_TYPES = frozenset(
+    {
+        phonenumbers.PhoneNumberType.FIXED_LINE,
+        phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        phonenumbers.PhoneNumberType.UNKNOWN,
+    }
+)
+
 _EXT_RE = re.compile(
     r"\s*(?:;\s*ext\s*=|#|\bextension\b\.?|\bext\b\.?|\bx)\s*([0-9]{1,10})\s*$",
     re.IGNORECASE,
@@ -171,7 +181,12 @@ def parse_phone(raw: str, *, region: str, default_area: str = "") -> ParsedPhone
     bare = not digits.startswith("+") and not (intl_prefix and digits.startswith(intl_prefix))
     bare = bare and not (national_prefix and digits.startswith(national_prefix))
     if bare and default_area and not digits.startswith(default_area):
-        num = _parse_valid(national_prefix + default_area + digits, region)
+        # a mobile or service number given without its trunk prefix is never a local one
+        national = _parse_valid(digits, region)
+        if national is not None and phonenumbers.number_type(national) not in _LOCAL_TYPES:
+            num = national
+        else:
+            num = _parse_valid(national_prefix + default_area + digits, region)
     if num is None:
         num = _parse_valid(digits, region)
     if num is None:

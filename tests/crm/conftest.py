@@ -15,8 +15,10 @@ import asyncio
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -27,6 +29,14 @@ from crm_bridge.settings import CrmSettings
 from crm_bridge.store import BuiltinCrm
 
 PG_ENV = "CTI_TEST_PG_URL"
+_T = TypeVar("_T")
+
+
+def run_in_thread(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to completion on a fresh loop in another thread: session fixtures
+    may be set up from inside a running test loop, where asyncio.run is not allowed."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def pg_admin_url() -> str | None:
@@ -54,7 +64,7 @@ async def _pg_admin(sql: str) -> None:
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("crm-template") / "template.db"
-    asyncio.run(migrate(f"sqlite+aiosqlite:///{path}"))
+    run_in_thread(migrate(f"sqlite+aiosqlite:///{path}"))
     return path
 
 
@@ -63,13 +73,13 @@ def pg_database() -> Iterator[str]:
     if not pg_admin_url():
         pytest.skip(f"{PG_ENV} not set")
     name = f"cti_test_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    run_in_thread(_pg_admin(f'CREATE DATABASE "{name}"'))
     url = make_url(pg_admin_url() or "").set(database=name).render_as_string(hide_password=False)
     try:
-        asyncio.run(migrate(url))
+        run_in_thread(migrate(url))
         yield url
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        run_in_thread(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def _truncate_pg(url: str) -> None:
@@ -123,8 +133,12 @@ def crm_settings() -> CrmSettings:
 
 
 @pytest.fixture
-def crm(engine: AsyncEngine, crm_settings: CrmSettings) -> BuiltinCrm:
-    return BuiltinCrm(engine, crm_settings)
+async def crm(engine: AsyncEngine, crm_settings: CrmSettings) -> AsyncIterator[BuiltinCrm]:
+    store = BuiltinCrm(engine, crm_settings)
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture
