@@ -291,7 +291,7 @@ async def test_concurrent_lookups_while_writing(crm: BuiltinCrm, people: dict[st
             )
 
     async def reader() -> list[str]:
-        out = []
+        out: list[str] = []
         for _ in range(30):
             out.append((await crm.identify(Identity(number="01711234567"))).status)
             await asyncio.sleep(0)
