@@ -472,6 +472,15 @@ async def _secondary_indexes(conn: AsyncConnection) -> list[tuple[str, str]]:
     return [(r[0], r[1]) for r in rows]
 
 
+async def _advance_sequences(conn: AsyncConnection) -> None:
+    """PostgreSQL: move the id sequences past the ids we assigned ourselves."""
+    for table in ("crm_customer", "crm_interaction", "crm_case"):
+        await conn.exec_driver_sql(
+            f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+            f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
+        )
+
+
 async def seed_database(
     engine: AsyncEngine,
     customers: int,
@@ -517,6 +526,8 @@ async def seed_database(
             async with engine.begin() as conn:
                 for key, (table, cols) in _COLUMNS.items():
                     await bulk_insert(conn, table, cols, t[key])
+                if not sqlite:
+                    await _advance_sequences(conn)
             res.customers += n
             res.phones += len(t["p"])
             res.emails += len(t["e"])
