@@ -348,6 +348,7 @@ class CallTracker:
             "AttendedTransfer": self._on_attendedtransfer,
             "Cdr": self._on_cdr,
             "Rename": self._on_rename,
+            "Newexten": self._on_newexten,
         }
 
     # ------------------------------------------------------------------ public API
@@ -956,7 +957,7 @@ class CallTracker:
             )
         if call.nchan <= 0:
             self._calls.pop(call.id, None)
-        if ch.claimed and self._pending:
+        if self._pending and (ch.claimed or (ch.peer is not None and ch.peer.claimed)):
             out += self._settle_pending()
         return out
 
@@ -1038,6 +1039,16 @@ class CallTracker:
             self._cdr[name] = disp
             if len(self._cdr) > GRAVEYARD_SIZE:
                 self._cdr.popitem(last=False)
+        return None
+
+    def _on_newexten(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:
+        # the most frequent event: only an originated caller that has not dialled anything
+        # yet ("s") learns the number it dials from here
+        ch = self._chans.get(m.get("Uniqueid", ""))
+        if ch is not None and ch.exten in ("s", "") and ch is ch.call.caller:
+            exten = m.get("Exten")
+            if exten and exten != "s":
+                ch.exten = exten
         return None
 
     def _on_rename(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:

@@ -652,7 +652,7 @@ def test_blonde_transfer_then_up_when_the_target_answers() -> None:
 def test_click_to_dial_the_answering_phone_becomes_the_caller() -> None:
     p = Pbx()
     p.send("VarSet", Uniqueid="nobody", Variable="X", Value="1")  # noise for nobody
-    p.new(P1001, num="+4930999", cname="Sales", uid="c2d-1")
+    p.new(P1001, num="+4930999", cname="Sales", uid="c2d-1", exten="s")
     p.send("VarSet", **p.snap(P1001), Variable="__CAMPAIGN", Value="c9")
     p.dial(None, P1001)  # Originate's dial has no calling channel
     p.state(P1001, 5)
@@ -671,7 +671,7 @@ def test_click_to_dial_the_answering_phone_becomes_the_caller() -> None:
         Exten="+4930555",
     )
     out = TRUNK
-    p.ch[P1001].exten = "+4930555"
+    p.send("Newexten", **{**p.snap(P1001), "Context": "internal", "Exten": "+4930555"})
     p.new(out, linked=P1001, exten="+4930555")
     p.dial(P1001, out)
     p.tick(5)
@@ -688,6 +688,9 @@ def test_click_to_dial_the_answering_phone_becomes_the_caller() -> None:
     ]
     assert p.events[0].to_dict()["variables"] == {"CAMPAIGN": "c9"}
     assert p.events[1].to_dict()["variables"] == {"CAMPAIGN": "c9"}
+    # the Originate's channel started in "s"; as a caller it shows the number it dials
+    assert p.events[1].to_dict()["caller"]["exten"] == "+4930555"
+    assert p.events[1].to_dict()["caller"]["number"] == "+4930999"
 
 
 def test_originate_failure_waits_for_the_evidence() -> None:

@@ -279,3 +279,23 @@ def test_real_traces_shuffled_never_error() -> None:
             t.flush()
             t.live_calls()
             assert t.stats.errors == 0, path.name
+
+
+def test_originate_results_come_as_soon_as_the_evidence_is_complete() -> None:
+    """Held failures are released by the message that completes their evidence (the last
+    Hangup of the originated channels, or the OriginateResponse when they are already gone),
+    never by the deadline, in every order the traces show."""
+    for name in (
+        "06-outbound-busy.ami",
+        "07-outbound-no-answer.ami",
+        "08-outbound-congestion.ami",
+        "12-outbound-hangup-causes.ami",
+    ):
+        t = lab()
+        released_by = []
+        for at, m in read_trace(TRACES / name):
+            for e in t.feed(m, at):
+                if e.to_dict()["event"] == "originate_result":
+                    released_by.append(m["Event"])
+        assert released_by and set(released_by) <= {"Hangup", "OriginateResponse"}, name
+        assert t.flush() == []
