@@ -573,7 +573,7 @@ def write_csv(out: IO[str], customers: int, seed: int = 1, *, national_share: fl
         row.append(sc.emails[0] if sc.emails else "")
         ids = dict(sc.ids)
         row += [ids.get("account", ""), ids.get("card", ""), ids.get("contract", "")]
-        row += [format_custom(fields[f.name], sc.custom[f.name]) for f in FIELDS]
+        row += [format_custom(fields[f.name], sc.custom.get(f.name)) for f in FIELDS]
         w.writerow(row)
         n += 1
     return n
