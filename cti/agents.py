@@ -155,12 +155,12 @@ class AgentService:
         self._agents: dict[str, _Agent] = {}
         self._by_device: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._listeners: list[Callable[[AgentStateChange], None]] = []
+        self._listeners: list[Callable[[AgentStateChange], object]] = []
         self.action_timeout: float | None = None
 
     # -- listeners ---------------------------------------------------------------------------
 
-    def subscribe(self, listener: Callable[[AgentStateChange], None]) -> None:
+    def subscribe(self, listener: Callable[[AgentStateChange], object]) -> None:
         self._listeners.append(listener)
 
     def _emit(self, change: AgentStateChange) -> None:

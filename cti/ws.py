@@ -210,22 +210,25 @@ async def _action(
 ) -> dict[str, Any] | None:
     from cti.agents import AgentError
 
+    def err(code: str, message: str) -> dict[str, Any]:
+        return {"code": code, "message": message, **({} if req_id is None else {"id": req_id})}
+
     try:
         if kind == "pause":
             reason = msg.get("reason")
             if not isinstance(reason, str):
-                return {"code": "bad_message", "message": "pause needs a reason", "id": req_id}
+                return err("bad_message", "pause needs a reason")
             view = await agents.pause(agent_id, reason)
         elif kind == "unpause":
             view = await agents.unpause(agent_id)
         else:
             view = agents.end_wrap_up(agent_id)
     except AgentError as e:
-        return {"code": e.code, "message": str(e), "id": req_id}
+        return err(e.code, str(e))
     except asyncio.CancelledError:
         raise
     except Exception:
         log.exception("websocket action failed", agent=agent_id, action=kind)
-        return {"code": "internal", "message": f"{kind} failed", "id": req_id}
+        return err("internal", f"{kind} failed")
     hub.reply(conn, "result", {"id": req_id, "ok": True, "agent": view.to_dict()})
     return None

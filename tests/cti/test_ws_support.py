@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,7 @@ async def start_env(
     web_overrides: Mapping[str, Any] | None = None,
     ami: Mapping[str, AmiSender] | None = None,
     agent_settings: AgentSettings | None = None,
+    live_pops: Callable[[str], list[dict[str, Any]]] | None = None,
 ) -> Env:
     ws_settings = WebSettings(**{"ws_heartbeat_seconds": 0, **(web_overrides or {})})
     settings = Settings(web=ws_settings)
@@ -83,7 +84,8 @@ async def start_env(
     live: dict[str, list[dict[str, Any]]] = {}
 
     async def snapshot(agent_id: str) -> dict[str, Any]:
-        return {"agent": agents.view(agent_id).to_dict(), "calls": live.get(agent_id, [])}
+        calls = live_pops(agent_id) if live_pops is not None else live.get(agent_id, [])
+        return {"agent": agents.view(agent_id).to_dict(), "calls": calls}
 
     hub = Hub(ws_settings, snapshot, clock=hub_clock)
     services = Services(
