@@ -313,7 +313,12 @@ class CallTracker:
     def __init__(self, local_endpoints: Sequence[str] = (), server: str = "") -> None:
         self.server = server
         self.stats = TrackerStats()
-        self._patterns = [re.compile(fnmatch.translate(p)) for p in local_endpoints]
+        #: one regex for all patterns: a Local channel's check is a single match call
+        self._endpoint_re = (
+            re.compile("|".join(fnmatch.translate(p) for p in local_endpoints))
+            if local_endpoints
+            else None
+        )
         self._chans: dict[str, _Chan] = {}
         self._by_name: dict[str, _Chan] = {}
         self._calls: dict[str, _Call] = {}
@@ -368,7 +373,7 @@ class CallTracker:
         except Exception:
             self.stats.errors += 1
             name = str(message.get("Event") or message.get("Response") or "?")
-            if name not in self._logged_errors:
+            if name not in self._logged_errors and len(self._logged_errors) < 256:
                 self._logged_errors.add(name)
                 _log_safely("tracker failed on a message", ami_event=name, server=self.server)
             return []
@@ -438,10 +443,7 @@ class CallTracker:
     def _is_endpoint(self, name: str) -> bool:
         if not name.startswith("Local/"):
             return True
-        for p in self._patterns:
-            if p.match(name):
-                return True
-        return False
+        return self._endpoint_re is not None and self._endpoint_re.match(name) is not None
 
     def _time(self, m: Mapping[str, str], at: float) -> float:
         ts = m.get("Timestamp")
@@ -776,8 +778,8 @@ class CallTracker:
         if target.originated or target is target.call.caller:
             return False
         peer = target.peer
-        if peer is not None and peer.originated:
-            return False
+        if peer is not None and (peer.originated or (peer.endpoint and peer.rung)):
+            return False  # both halves declared endpoints: the pair is one party
         return target.call.caller is not None
 
     def _on_newcallerid(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:

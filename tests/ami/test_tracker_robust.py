@@ -299,3 +299,21 @@ def test_originate_results_come_as_soon_as_the_evidence_is_complete() -> None:
                     released_by.append(m["Event"])
         assert released_by and set(released_by) <= {"Hangup", "OriginateResponse"}, name
         assert t.flush() == []
+
+
+def test_patterns_declaring_both_local_halves_count_one_party() -> None:
+    t = CallTracker(local_endpoints=["Local/*@inbound-*;1", "Local/*@agents-*"])
+    events = [
+        e.to_dict()
+        for at, m in read_trace(TRACES / "01-inbound-queue-agent1-answers.ami")
+        for e in t.feed(m, at)
+    ]
+    assert [e["event"] for e in events] == [
+        "originate_result",
+        "ringing",
+        "ringing_end",
+        "up",
+        "hangup",
+    ]
+    assert events[1]["targets"][0]["channel"] == "Local/agent1@agents-00000003;1"
+    assert events[3]["callee"]["channel"] == "Local/agent1@agents-00000003;1"
