@@ -118,9 +118,11 @@ class SimEngine:
         return self._now
 
     def sync(self) -> None:
-        """Bring virtual time up to the loop clock before handling outside input."""
+        """Bring virtual time up to the loop clock before handling outside input; steps that
+        were due by then run first, as they would have on a PBX."""
         if self._loop is not None:
             v = (self._loop.time() - self._t0) * self.scale
+            self._run_until(v)
             if v > self._now:
                 self._now = v
 
@@ -148,20 +150,22 @@ class SimEngine:
         loop = self._loop
         if loop is None:
             return
-        limit = (loop.time() - self._t0) * self.scale + 1e-9
-        heap = self._heap
         try:
-            while heap and heap[0][0] <= limit:
-                when, _, fn, args = heapq.heappop(heap)
-                if when > self._now:
-                    self._now = when
-                try:
-                    fn(*args)
-                except Exception:  # one broken step must not stop the PBX
-                    log.exception("simulator step failed", step=getattr(fn, "__name__", "?"))
+            self._run_until((loop.time() - self._t0) * self.scale + 1e-9)
         finally:
             self.on_flush()
             self._arm()
+
+    def _run_until(self, limit: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= limit:
+            when, _, fn, args = heapq.heappop(heap)
+            # virtual time is the step's own time, not the (jittery) moment it ran
+            self._now = when
+            try:
+                fn(*args)
+            except Exception:  # one broken step must not stop the PBX
+                log.exception("simulator step failed", step=getattr(fn, "__name__", "?"))
 
     # ------------------------------------------------------------------ ids and text
 

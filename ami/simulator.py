@@ -48,6 +48,7 @@ class _Client(asyncio.Protocol):
         self.mask = 0
         self.peer = "?"
         self.session = 0
+        self._carry = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -65,6 +66,16 @@ class _Client(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        # Asterisk also accepts bare LF line ends: normalise to CRLF before framing, keeping a
+        # trailing CR for the next read in case its LF arrives there
+        if self._carry:
+            data = self._carry + data
+            self._carry = b""
+        if data.endswith(b"\r"):
+            self._carry = b"\r"
+            data = data[:-1]
+        if b"\n" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
         try:
             messages = self.parser.feed(data)
         except Exception:  # the parser is defensive; this is the last line of defence
