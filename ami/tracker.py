@@ -382,6 +382,15 @@ class CallTracker:
         self.stats.events += len(out)
         return out
 
+    def expire(self, at: float) -> list[CallEvent]:
+        """Release originate results whose grace period has passed by `at` (message time).
+        Every fed message does this already; call it on a timer when the link is quiet."""
+        if at < self._next_deadline:
+            return []
+        out = self._expire({}, at) or []
+        self.stats.events += len(out)
+        return out
+
     def flush(self, at: float | None = None) -> list[CallEvent]:
         """Report every originate still waiting for evidence (end of a replay, shutdown)."""
         out: list[CallEvent] = []

@@ -418,6 +418,36 @@ def test_ring_group_through_local_channels_and_local_optimization() -> None:
     assert p.tracker.live_calls() == []
 
 
+def test_call_forward_rings_the_new_target() -> None:
+    """200 forwards (302) to 300: app_dial hangs up 200's channel and dials 300 itself."""
+    p = Pbx()
+    p.new(P100, num="100", exten="200", state=4)
+    p.new(P200, linked=P100)
+    p.dial(P100, P200)
+    p.send(
+        "DialState",
+        **p.snap(P100),
+        **p.snap(P200, "Dest"),
+        DialStatus="PROGRESS",
+        Forward="PJSIP/300",
+    )
+    p.hangup(P200, 16)
+    p.new(P300, linked=P100)
+    p.dial(P100, P300)
+    p.state(P300, 5)
+    p.answer(P100, P300)
+    p.bridge("b1", P100, P300)
+    p.hangup(P100, 16)
+    assert p.compact() == [
+        ("ringing", P100, (P200,)),
+        ("ringing_end", (P200,), "cancel"),
+        ("ringing", P100, (P300,)),
+        ("ringing_end", (P300,), "answer"),
+        ("up", P100, P300),
+        ("hangup", P100, "completed", 16),
+    ]
+
+
 def test_pickup_callee_is_the_picking_phone() -> None:
     p = Pbx()
     p.new(P100, num="100", exten="200", state=4)
@@ -733,10 +763,21 @@ def test_originate_failure_without_channels_reports_after_a_grace_period() -> No
     )
     p.tick(0.2)
     assert p.send("FullyBooted", Status="Fully Booted") == []
+    assert p.tracker.expire(1000.5) == []  # still within the grace period
     p.tick(5)
     out = p.send("Newexten", Channel="X", Uniqueid="y")  # any later message moves time on
     assert [compact(e.to_dict()) for e in out] == [("originate_result", "x-1", "failed", None)]
     assert out[0].at == 1000.0  # when Asterisk reported it
+    # on a quiet link a timer does the same
+    p.send(
+        "OriginateResponse",
+        ActionID="x-3",
+        Response="Failure",
+        Reason="0",
+        Channel="SIP/nowhere",
+        Uniqueid="<unknown>",
+    )
+    assert [e.to_dict()["action_id"] for e in p.tracker.expire(p.now + 2)] == ["x-3"]
     # and flush reports whatever is still pending
     p.send(
         "OriginateResponse",
