@@ -1,4 +1,4 @@
-"""The account store on a real SQLite file (and PostgreSQL when CTI_TEST_PG_URL is set),
+"""The account store on a real SQLite file (argon2 hashing is deliberately costly, hence slow) (and PostgreSQL when CTI_TEST_PG_URL is set),
 with the schema made by the alembic migrations."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from crm_bridge.db import make_engine
 from cti.accounts import AccountError, AccountStore, accounts_table
 from cti.auth import verify_password
 from cti.migrations import migrate
+
+pytestmark = pytest.mark.slow
 
 
 def _urls() -> list[object]:

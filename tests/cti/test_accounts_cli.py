@@ -63,6 +63,7 @@ def run_process(
     )
 
 
+@pytest.mark.slow
 def test_add_list_passwd_disable(tmp_path: Path, run) -> None:
     r = run(
         tmp_path,
@@ -123,6 +124,7 @@ def test_add_list_passwd_disable(tmp_path: Path, run) -> None:
     assert r.returncode == 0
 
 
+@pytest.mark.slow
 def test_console_script(tmp_path: Path) -> None:
     r = run_process(tmp_path, "agents")
     assert r.returncode == 2 and "ACTION" in r.stderr
