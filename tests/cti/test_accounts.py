@@ -1,5 +1,5 @@
-"""The account store on a real SQLite file (argon2 hashing is deliberately costly, hence slow) (and PostgreSQL when CTI_TEST_PG_URL is set),
-with the schema made by the alembic migrations."""
+"""The account store on a real SQLite file (and PostgreSQL when CTI_TEST_PG_URL is set), with
+the schema made by the alembic migrations. Marked slow: argon2 hashing is costly by design."""
 
 from __future__ import annotations
 
