@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_bridge.db import make_sessionmaker
 from dialer.compliance import CallingWindow, redial_blocked_until
-from dialer.models import Attempt, Campaign, Lead
+from dialer.models import Attempt, Callback, Campaign, Lead
 from dialer.retry import RetryPolicy
 
 #: (allowed, reason) for a number and consent purpose: the CRM bridge's may_contact
@@ -92,6 +92,9 @@ class LeadStore:
                         Lead.campaign_id == campaign.id,
                         Lead.state.in_(states),
                         or_(Lead.next_at.is_(None), Lead.next_at <= now),
+                        # a callback promised by one agent goes to that agent (claim_lead),
+                        # until the engine lets anyone take it after the grace period
+                        or_(Lead.state != "callback", Lead.callback_agent.is_(None)),
                     )
                     # callbacks before retries, then priority, then the longest waiting
                     .order_by(
@@ -131,6 +134,81 @@ class LeadStore:
                         )
                     )
         return claimed
+
+    async def claim_lead(
+        self, campaign: Campaign, lead_id: int, now: float, *, by: str = ""
+    ) -> ClaimedLead | None:
+        """Claim one given lead (an agent's callback, a preview): compliance is checked the
+        same way; None when it is not claimable now (already taken, blocked, not due)."""
+        window = CallingWindow.parse(campaign.window_start, campaign.window_end)
+        now_dt = datetime.fromtimestamp(now, UTC)
+        async with self._sessions() as s, s.begin():
+            lead = await s.get(Lead, lead_id)
+            if (
+                lead is None
+                or lead.campaign_id != campaign.id
+                or lead.state not in ("new", "retry", "callback")
+            ):
+                return None
+            number = lead.numbers[lead.number_index % len(lead.numbers)]
+            if await self._check(s, campaign, lead, number, window, now_dt) is not None:
+                return None
+            seen = lead.state
+            res = await s.execute(
+                update(Lead)
+                .where(Lead.id == lead.id, Lead.state == seen)
+                .values(state="claimed", claimed_by=by or self._instance, claimed_at=now)
+            )
+            if res.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            return ClaimedLead(
+                lead.id,
+                campaign.id,
+                number,
+                lead.name,
+                lead.customer_id,
+                lead.callback_agent,
+                "callback" if seen == "callback" else ("new" if seen == "new" else "due"),
+                dict(lead.fields or {}),
+            )
+
+    async def due_agent_callbacks(
+        self, campaign_id: int, now: float
+    ) -> list[tuple[int, str, float]]:
+        """(lead id, agent, due time) of the campaign's due callbacks promised by an agent."""
+        async with self._sessions() as s:
+            rows = await s.execute(
+                select(Lead.id, Lead.callback_agent, Lead.next_at)
+                .where(
+                    Lead.campaign_id == campaign_id,
+                    Lead.state == "callback",
+                    Lead.callback_agent.is_not(None),
+                    Lead.next_at <= now,
+                )
+                .order_by(Lead.next_at, Lead.id)
+                .limit(200)
+            )
+            return [(int(i), str(a), float(t or 0.0)) for i, a, t in rows.all()]
+
+    async def callback_fallback(self, lead_id: int, now: float, *, to_anyone: bool) -> str:
+        """The promised agent did not take a due callback within the grace period: either
+        anyone may take it now (fallback) or it stays with the agent and is reported
+        (missed). Returns the new ledger state ("" when nothing changed)."""
+        async with self._sessions() as s, s.begin():
+            lead = await s.get(Lead, lead_id)
+            if lead is None or lead.state != "callback" or lead.callback_agent is None:
+                return ""
+            state = "fallback" if to_anyone else "missed"
+            if to_anyone:
+                lead.callback_agent = None
+            res = await s.execute(
+                update(Callback)
+                .where(Callback.lead_id == lead_id, Callback.state == "pending")
+                .values(state=state, updated_at=now)
+            )
+            if not to_anyone and not res.rowcount:  # type: ignore[attr-defined]
+                return ""  # reported already
+            return state
 
     async def _check(
         self,
@@ -179,19 +257,21 @@ class LeadStore:
 
         return dt(found.get("abandoned")), dt(found.get("machine"))
 
-    async def release(self, lead_ids: Sequence[int]) -> None:
-        """Give back claimed leads that will not be dialled (no agent any more, stop)."""
+    async def release(self, lead_ids: Sequence[int], *, next_at: float | None = None) -> None:
+        """Give back claimed leads that will not be dialled (no agent any more, stop, a
+        skipped preview); a promised callback stays a callback."""
         if not lead_ids:
             return
+        values: dict[str, Any] = {
+            "state": _released_state(),
+            "claimed_by": "",
+            "claimed_at": None,
+        }
+        if next_at is not None:
+            values["next_at"] = next_at
         async with self._sessions() as s, s.begin():
             await s.execute(
-                update(Lead)
-                .where(Lead.id.in_(lead_ids), Lead.state == "claimed")
-                .values(
-                    state="retry",
-                    claimed_by="",
-                    claimed_at=None,
-                )
+                update(Lead).where(Lead.id.in_(lead_ids), Lead.state == "claimed").values(values)
             )
 
     # ---- attempts -------------------------------------------------------------------------
@@ -227,6 +307,15 @@ class LeadStore:
                     note="",
                 )
             )
+            if lead.kind == "callback":
+                await s.execute(
+                    update(Callback)
+                    .where(
+                        Callback.lead_id == lead.lead_id,
+                        Callback.state.in_(("pending", "fallback", "missed")),
+                    )
+                    .values(state="dialing", attempt_id=attempt_id, updated_at=now)
+                )
         return AttemptInfo(attempt_id, attempt_id, lead.lead_id, lead.campaign_id, lead.number)
 
     async def mark_answered(self, attempt_id: str, at: float) -> None:
@@ -270,6 +359,11 @@ class LeadStore:
                 return lead.state
             att.state, att.outcome, att.cause, att.ended_at = "ended", outcome, cause, at
             att.abandoned = outcome == "abandoned"
+            await s.execute(
+                update(Callback)
+                .where(Callback.attempt_id == attempt_id, Callback.state == "dialing")
+                .values(state="done", outcome=outcome, updated_at=at)
+            )
             counts = dict(lead.outcome_counts or {})
             counts[outcome] = counts.get(outcome, 0) + 1
             lead.outcome_counts = counts
@@ -299,12 +393,129 @@ class LeadStore:
                 lead.state, lead.done_reason = "done", decision.reason[:80]
             return lead.state
 
-    async def schedule_callback(self, lead_id: int, at: float, agent: str | None) -> None:
+    async def schedule_callback(
+        self,
+        lead_id: int,
+        at: float,
+        agent: str | None,
+        *,
+        now: float | None = None,
+        note: str = "",
+        created_by: str = "",
+        in_flight: bool = False,
+    ) -> int:
+        """Promise a call back (for `agent`, or anyone with None); returns the ledger id.
+        `in_flight`: the lead is on a call now; only the ledger row is written and the engine
+        moves the lead when that call ends. An earlier open promise for the lead is
+        superseded (cancelled), never left dangling."""
+        t = at if now is None else now
         async with self._sessions() as s, s.begin():
             lead = await s.get(Lead, lead_id)
             if lead is None:
                 raise LookupError(f"unknown lead {lead_id}")
-            lead.state, lead.next_at, lead.callback_agent = "callback", at, agent
+            await s.execute(
+                update(Callback)
+                .where(
+                    Callback.lead_id == lead_id,
+                    Callback.state.in_(("pending", "fallback", "missed")),
+                )
+                .values(state="cancelled", updated_at=t)
+            )
+            if not in_flight:
+                if lead.state in ("claimed", "dialing"):
+                    raise ValueError(f"lead {lead_id} is being dialled")
+                lead.state, lead.next_at, lead.callback_agent = "callback", at, agent
+            row = Callback(
+                campaign_id=lead.campaign_id,
+                lead_id=lead_id,
+                agent=agent,
+                due_at=at,
+                state="pending",
+                outcome="",
+                note=note,
+                created_by=created_by,
+                created_at=t,
+                updated_at=t,
+            )
+            s.add(row)
+            await s.flush()
+            return int(row.id)
+
+    async def callbacks(
+        self,
+        *,
+        campaign_id: int | None = None,
+        states: Sequence[str] = (),
+        now: float,
+        grace: float,
+        limit: int = 500,
+    ) -> list[dict[str, Any]]:
+        """The callback ledger, newest due first; `overdue`: due + grace passed and still
+        not dialled (the figure supervisors watch so that none is silently lost)."""
+        q = (
+            select(Callback, Lead.name, Lead.numbers, Lead.time_zone, Campaign.name)
+            .join(Lead, Lead.id == Callback.lead_id)
+            .join(Campaign, Campaign.id == Callback.campaign_id)
+            .order_by(Callback.due_at.desc(), Callback.id.desc())
+            .limit(limit)
+        )
+        if campaign_id is not None:
+            q = q.where(Callback.campaign_id == campaign_id)
+        if states:
+            q = q.where(Callback.state.in_(tuple(states)))
+        async with self._sessions() as s:
+            rows = (await s.execute(q)).all()
+        return [
+            {
+                "id": int(cb.id),
+                "campaign": camp,
+                "lead_id": int(cb.lead_id),
+                "name": name,
+                "number": numbers[0] if numbers else "",
+                "time_zone": tz,
+                "agent": cb.agent,
+                "due_at": cb.due_at,
+                "state": cb.state,
+                "outcome": cb.outcome,
+                "attempt_id": cb.attempt_id,
+                "note": cb.note,
+                "created_by": cb.created_by,
+                "overdue": cb.state in ("pending", "fallback", "missed")
+                and cb.due_at + grace < now,
+            }
+            for cb, name, numbers, tz, camp in rows
+        ]
+
+    async def lead_info(self, lead_id: int) -> dict[str, Any] | None:
+        """What a pop or a preview shows about a lead."""
+        async with self._sessions() as s:
+            row = (
+                await s.execute(
+                    select(Lead, Campaign.name)
+                    .join(Campaign, Campaign.id == Lead.campaign_id)
+                    .where(Lead.id == lead_id)
+                )
+            ).one_or_none()
+        if row is None:
+            return None
+        lead, camp = row
+        return {
+            "lead_id": int(lead.id),
+            "campaign": camp,
+            "ref": lead.ref,
+            "name": lead.name,
+            "numbers": list(lead.numbers),
+            "number": lead.numbers[lead.number_index % len(lead.numbers)],
+            "time_zone": lead.time_zone,
+            "customer_id": lead.customer_id,
+            "priority": lead.priority,
+            "state": lead.state,
+            "next_at": lead.next_at,
+            "callback_agent": lead.callback_agent,
+            "attempts": lead.attempts,
+            "last_outcome": lead.last_outcome,
+            "fields": dict(lead.fields or {}),
+        }
 
     async def reconcile(
         self, campaign_id: int, live_channel_ids: set[str], now: float, policy: RetryPolicy
@@ -335,7 +546,7 @@ class LeadStore:
             res = await s.execute(
                 update(Lead)
                 .where(Lead.campaign_id == campaign_id, Lead.state == "claimed")
-                .values(state="retry", claimed_by="", claimed_at=None)
+                .values(state=_released_state(), claimed_by="", claimed_at=None)
             )
             released = res.rowcount or 0  # type: ignore[attr-defined]
         return {"lost": lost, "kept": kept, "released": released}
@@ -423,6 +634,19 @@ class LeadStore:
             if attempts
             else None,
         }
+
+
+def _released_state() -> Any:
+    """A released lead with an open callback promise is a callback again, else a retry."""
+    open_promise = (
+        select(Callback.id)
+        .where(
+            Callback.lead_id == Lead.id,
+            Callback.state.in_(("pending", "fallback", "missed")),
+        )
+        .exists()
+    )
+    return case((open_promise, "callback"), else_="retry")
 
 
 def next_day_start(now: float, tz_name: str, window_start: str) -> float:

@@ -158,3 +158,56 @@ class Attempt(Base):
         Index("ix_dialer_attempt_state", "state"),
         _in("state", ATTEMPT_STATES, "state"),
     )
+
+
+CALLBACK_STATES = ("pending", "dialing", "done", "fallback", "missed", "cancelled")
+
+
+class AgentEvent(Base):
+    """Every agent state change, appended in batches: the source of historical utilization
+    (the live figures are computed in memory from the same events)."""
+
+    __tablename__ = "dialer_agent_event"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    agent: Mapped[str] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(16))
+    at: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(String(80))
+    call_id: Mapped[str | None] = mapped_column(String(200))
+    campaign: Mapped[str | None] = mapped_column(String(80))
+
+    __table_args__ = (
+        Index("ix_dialer_agent_event_at", "at"),
+        Index("ix_dialer_agent_event_agent", "agent", "at"),
+    )
+
+
+class Callback(Base):
+    """A promised call back, from scheduling to its outcome, so that none is silently lost.
+
+    The lead row (state "callback", next_at, callback_agent) is what the dialer dispatches on;
+    this row is the ledger supervisors read: pending -> dialing -> done, or pending ->
+    fallback (the agent did not show up within the grace period, anyone may take it), or
+    missed (no fallback configured: it waits for its agent and is reported)."""
+
+    __tablename__ = "dialer_callback"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("dialer_campaign.id", ondelete="CASCADE"))
+    lead_id: Mapped[int] = mapped_column(ForeignKey("dialer_lead.id", ondelete="CASCADE"))
+    agent: Mapped[str | None] = mapped_column(String(80))
+    due_at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    outcome: Mapped[str] = mapped_column(String(16), default="")
+    attempt_id: Mapped[str | None] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(80), default="")
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_dialer_callback_state", "state", "due_at"),
+        Index("ix_dialer_callback_lead", "lead_id"),
+        _in("state", CALLBACK_STATES, "state"),
+    )

@@ -26,3 +26,17 @@ class DialerSettings(_Strict):
     callback_grace_minutes: float = Field(10.0, ge=0)
     callback_fallback_to_anyone: bool = True
     tick_seconds: float = Field(1.0, gt=0)
+    #: the CTI's own connect deadline fires this long after the dialplan's (which is the
+    #: authority: Queue(...,CTI_DEADLINE) then safe-harbor); it only catches calls whose
+    #: CtiAbandoned event never came, and then Redirects them to safe-harbor itself
+    abandon_grace_seconds: float = Field(1.0, ge=0)
+    safe_harbor_exten: str = "safe-harbor"
+    #: agent-first calls (callbacks for an agent, preview): the agent's device is originated
+    #: and this context dials the customer (config/asterisk/extensions.conf)
+    agent_first_context: str = "cti-click2call"
+    agent_first_timeout: float = Field(30.0, ge=5)
+    #: a skipped preview lead comes back after this many seconds
+    preview_skip_seconds: float = Field(300.0, ge=0)
+    #: agent state changes are written in batches at most this far apart
+    agent_log_flush_seconds: float = Field(1.0, gt=0)
+    agent_log_batch: int = Field(500, ge=1)
