@@ -19,7 +19,18 @@ class HttpCrmSettings(_Strict):
     card_url: str = "/customers/{id}"
     history_url: str = "/customers/{id}/interactions"
     interaction_url: str = "/interactions"
-    #: JSON field mapping: our field name -> dotted path in the CRM's JSON
+    #: PATCH target for wrap-up (notes, disposition, customer link) of one interaction
+    interaction_update_url: str = "/interactions/{id}"
+    #: POST target for a new customer, PATCH target for changed fields
+    create_url: str = "/customers"
+    update_url: str = "/customers/{id}"
+    #: JSON field mapping: our field name -> dotted path in the CRM's JSON (list indexes are
+    #: path parts too: "contact.phones.0.number"). Keys: "customers" (the list in identify
+    #: and search answers), "id", "name", "kind", "street", "postcode", "city", "country",
+    #: "segment", "vip", "language", "time_zone", "phones" (list of strings or objects with
+    #: "number"/"kind"), "emails", "custom.<field>", "extra.<field>", "interactions" (the list
+    #: in history answers), "interaction.<field>" (e.g. "interaction.notes": "comment").
+    #: Unmapped keys are read under our own name.
     field_map: dict[str, str] = Field(default_factory=dict)
     timeout: float = Field(default=0.5, gt=0)
     cache_ttl: float = Field(default=30.0, ge=0)
