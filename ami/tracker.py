@@ -511,13 +511,22 @@ class CallTracker:
         return ch
 
     def _party(self, ch: _Chan, exten: str | None = None) -> Party:
+        ident = ch
+        if ch.local and ch.peer is not None and ch.name.endswith(";2"):
+            # a Local ;2 half declared an endpoint stands for what is behind the pair; the
+            # caller ID the other side sees for it is the one of its ;1 half (its own is the
+            # calling party's): e.g. an agent's "200N" after the connected-line update, or a
+            # dialer customer's number once [dialer] set it on the originated ;1
+            ident = ch.peer
         return Party(
             channel=ch.name,
             uniqueid=ch.uid,
             linkedid=ch.linkedid,
-            number=ch.number,
-            name=ch.cname,
+            number=ident.number,
+            name=ident.cname,
             exten=ch.exten if exten is None else exten,
+            # the presentation stays the channel's own: Asterisk reports the caller's
+            # restricted presentation only there (trace 04)
             cid_calling_pres=ch.pres,
         )
 

@@ -131,6 +131,14 @@ def test_details_beyond_the_compact_form(
     assert ring["variables"]["CAMPAIGN"] == "c1" and ring["variables"]["LEAD"] == "42"
     assert ring["caller"]["exten"] == "+4930555101"
     assert ring["call_id"] == "1795343595.26"
+    # a Local ;2 endpoint shows the caller ID its ;1 half presents: agent1 is "2001" once it
+    # answered (connected-line update), the atxfer target "2002"
+    up = next(e for e in ev05 if e["event"] == "up")
+    assert (up["callee"]["number"], up["callee"]["name"]) == ("2001", "Agent 1")
+    _, ev09c = replay(capsys, *cfg, str(TRACES / "09c-attended-transfer-atxfer.ami"), "--jsonl")
+    xfer = next(e for e in ev09c if e["event"] == "transfer")
+    assert xfer["transferer"]["number"] == "2001" and xfer["targets"][0]["number"] == "2002"
+    assert xfer["caller"]["number"] == "+4930123462"
     # failures carry the variables of their originated channel too (trace 08: the response
     # came before the channel events, the result waited for them)
     for name, lead in (("06-outbound-busy.ami", "43"), ("08-outbound-congestion.ami", "45")):

@@ -83,19 +83,21 @@ EXPECTED: dict[str, list[tuple[object, ...]]] = {
         ("hangup", _in("0000000b", "801"), "anonymous", "completed", 0),
     ],
     # dialer Originate: the customer (pstn;2) answers and becomes the caller of the onward call
-    # into queue support; the originated leg itself rings nobody; the customer hangs up (16)
+    # into queue support; the originated leg itself rings nobody; the customer hangs up (16).
+    # Its number is the lead's, set by [dialer] on the originated ;1 (the caller ID the far
+    # side sees for a Local ;2 endpoint is its ;1 half's)
     "05-outbound-dialer-answered-to-queue.ami": [
         ("originate_result", "dialer-c1-42", "answered", None),
         (
             "ringing",
             "Local/+4930555101@pstn-0000000d;2",
-            "+4930999000",
+            "+4930555101",
             ("Local/agent1@agents-0000000e;2",),
             "support",
         ),
         ("ringing_end", ("Local/agent1@agents-0000000e;2",), "answer"),
         ("up", "Local/+4930555101@pstn-0000000d;2", "Local/agent1@agents-0000000e;2"),
-        ("hangup", "Local/+4930555101@pstn-0000000d;2", "+4930999000", "completed", 16),
+        ("hangup", "Local/+4930555101@pstn-0000000d;2", "+4930555101", "completed", 16),
     ],
     # busy customer: only the originate's outcome, Reason 5, customer Cause 17
     "06-outbound-busy.ami": [("originate_result", "dialer-c1-43", "busy", 17)],
