@@ -466,7 +466,7 @@ async def test_paused_member_is_not_rung_and_ring_no_answer_moves_on() -> None:
 
 
 async def test_manual_phone_answer_and_caller_abandon() -> None:
-    sim = await start_sim(talk_min=1, talk_max=1)
+    sim = await start_sim(talk_min=1, talk_max=1, ring_timeout=600)
     try:
         c = await client(sim)
         await _add(c, "PJSIP/1001", "Anna")
@@ -500,7 +500,7 @@ async def test_manual_phone_answer_and_caller_abandon() -> None:
 
 
 async def test_status_lists_during_calls() -> None:
-    sim = await start_sim(talk_min=30, talk_max=30, agent_answer_after=0.5)
+    sim = await start_sim(talk_min=30, talk_max=30, agent_answer_after=0.5, ring_timeout=600)
     try:
         c = await client(sim)
         await _add(c, "PJSIP/1001", "Anna")
