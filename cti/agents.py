@@ -44,6 +44,8 @@ log = structlog.get_logger(__name__)
 _DEVICE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,15}/[A-Za-z0-9@._+#*:-]{1,80}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 _NAME_MAX = 80
+#: the QueuePause reason the PBX shows while an agent is in wrap-up (not an agent's pause)
+WRAP_UP_REASON = "wrap-up"
 
 
 class AmiSender(Protocol):
@@ -111,6 +113,7 @@ class _Agent:
     since: float
     paused: str | None = None  # pause reason
     shown_reason: str | None = None  # reason of the last emitted change
+    pbx_paused: str | None = None  # pause reason last set on the PBX (None: not paused)
     wrap_up_until: float | None = None
     wrap_call: str | None = None
     wrap_campaign: str | None = None
@@ -156,6 +159,7 @@ class AgentService:
         self._by_device: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[Callable[[AgentStateChange], object]] = []
+        self._syncs: dict[str, asyncio.Task[None]] = {}
         self.action_timeout: float | None = None
 
     # -- listeners ---------------------------------------------------------------------------
@@ -365,7 +369,7 @@ class AgentService:
                 link, "QueuePause", {"Interface": a.device, "Paused": "true", "Reason": reason}
             )
             now = self._clock()
-            a.paused = reason
+            a.paused = a.pbx_paused = reason
             # choosing a pause ends wrap-up: from now on the time counts as paused
             a.wrap_up_until = None
             self._set(a, now)
@@ -376,7 +380,7 @@ class AgentService:
             a = self._require(agent_id)
             _, link = self._link(a.server)
             await self._act(link, "QueuePause", {"Interface": a.device, "Paused": "false"})
-            a.paused = None
+            a.paused = a.pbx_paused = None
             self._set(a, self._clock())
             return self.view(agent_id)
 
@@ -408,6 +412,8 @@ class AgentService:
         call_id: str | None = None,
         campaign: str | None = None,
     ) -> None:
+        if self._settings.pause_during_wrap_up and self._want_pbx(a) != a.pbx_paused:
+            self._schedule_sync(a.agent_id)
         status = self._derive(a)
         reason = a.paused if status is AgentStatus.PAUSED else None
         if status is a.status and reason == a.shown_reason:
@@ -426,6 +432,55 @@ class AgentService:
                 campaign=campaign,
             )
         )
+
+    # -- keeping the PBX's pause in step with wrap-up ----------------------------------------
+
+    def _want_pbx(self, a: _Agent) -> str | None:
+        """The pause the PBX should have: the agent's own, or WRAP_UP_REASON during wrap-up
+        (so the queues do not ring an agent who is still writing up the last call)."""
+        if a.paused is not None:
+            return a.paused
+        if a.wrap_up_until is not None and self._settings.pause_during_wrap_up:
+            return WRAP_UP_REASON
+        return None
+
+    def _schedule_sync(self, agent_id: str) -> None:
+        if agent_id in self._syncs:
+            return  # the running sync re-reads the wanted state when it gets the lock
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._sync_pbx(agent_id), name=f"agent-pbx-sync-{agent_id}")
+        self._syncs[agent_id] = task
+
+    async def _sync_pbx(self, agent_id: str) -> None:
+        try:
+            for _ in range(4):  # converge; the wanted state may change while we wait
+                async with self._lock(agent_id):
+                    a = self._agents.get(agent_id)
+                    if a is None:
+                        return
+                    want = self._want_pbx(a)
+                    if want == a.pbx_paused:
+                        return
+                    fields = {"Interface": a.device, "Paused": "true" if want else "false"}
+                    if want:
+                        fields["Reason"] = want
+                    try:
+                        _, link = self._link(a.server)
+                        await self._act(link, "QueuePause", fields)
+                    except AgentError as e:
+                        log.warning("wrap-up pause not applied", agent=agent_id, error=str(e))
+                        return
+                    a.pbx_paused = want
+        finally:
+            self._syncs.pop(agent_id, None)
+
+    async def settle(self) -> None:
+        """Wait for pending PBX pause updates (tests, shutdown)."""
+        while self._syncs:
+            await asyncio.gather(*tuple(self._syncs.values()), return_exceptions=True)
 
     def _agent_of(self, p: Party | None, server: str) -> _Agent | None:
         if p is None:
@@ -576,10 +631,12 @@ class AgentService:
             paused = [m for m in items if m.get("Paused") == "1"]
             if paused and len(paused) == len(items):
                 reason = paused[0].get("PausedReason") or a.paused or "unknown"
-                if a.paused != reason:
+                a.pbx_paused = reason
+                if reason != WRAP_UP_REASON and a.paused != reason:
                     a.paused = reason
                     a.wrap_up_until = None
-                    self._set(a, now)
-            elif not paused and a.paused is not None:
+            elif not paused:
+                a.pbx_paused = None
                 a.paused = None
-                self._set(a, now)
+            # emits the change, if any, and puts a stale wrap-up pause right
+            self._set(a, now)

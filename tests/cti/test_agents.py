@@ -411,3 +411,57 @@ async def test_a_failing_listener_does_not_stop_others(env: Env) -> None:
     env.svc.subscribe(lambda c: seen.append(c.status))
     await env.svc.login("a1", name="Alice", device="PJSIP/1001", queues=["support"])
     assert seen == [S.READY]
+
+
+async def test_wrap_up_pauses_the_queues_and_ending_it_unpauses(env: Env) -> None:
+    await env.svc.login("a1", name="Alice", device="PJSIP/1001", queues=["support", "sales"])
+    a = party("PJSIP/1001-00000001")
+    env.svc.on_call_event(Up(call_id="c.1", at=10.0, caller=CALLER, callee=a))
+    env.svc.on_call_event(
+        Hangup(call_id="c.1", at=20.0, caller=CALLER, reason="completed", cause=16)
+    )
+    await env.svc.settle()
+    (p,) = env.pbx.actions("QueuePause")
+    assert (p["Interface"], p["Paused"], p["Reason"]) == ("PJSIP/1001", "true", "wrap-up")
+    assert all(m.paused and m.reason == "wrap-up" for m in env.pbx.members.values())
+    # the PBX's wrap-up pause is not an agent pause
+    resp = await env.link.send(build_action("QueueStatus"))
+    env.svc.apply_queue_status([i for i in resp.items if i.get("Event") == "QueueMember"])
+    assert env.svc.view("a1").status is S.WRAP_UP
+    env.svc.tick(50.0)
+    await env.svc.settle()
+    assert env.svc.view("a1").status is S.READY
+    assert env.pbx.actions("QueuePause")[-1]["Paused"] == "false"
+    assert not any(m.paused for m in env.pbx.members.values())
+
+
+async def test_pause_during_wrap_up_keeps_the_pbx_paused_with_the_agents_reason(env: Env) -> None:
+    await env.svc.login("a1", name="Alice", device="PJSIP/1001", queues=["support"])
+    a = party("PJSIP/1001-00000001")
+    env.svc.on_call_event(Up(call_id="c.1", at=10.0, caller=CALLER, callee=a))
+    env.svc.on_call_event(
+        Hangup(call_id="c.1", at=20.0, caller=CALLER, reason="completed", cause=16)
+    )
+    await env.svc.pause("a1", "lunch")
+    await env.svc.settle()
+    env.svc.tick(1000.0)
+    await env.svc.settle()
+    pauses = [(p["Paused"], p.get("Reason")) for p in env.pbx.actions("QueuePause")]
+    assert pauses[-1] == ("true", "lunch")
+    assert ("false", None) not in pauses
+    (m,) = env.pbx.members.values()
+    assert m.paused and m.reason == "lunch"
+
+
+async def test_wrap_up_pause_can_be_switched_off(env: Env) -> None:
+    svc = AgentService(
+        AgentSettings(wrap_up_seconds={"default": 5.0}, pause_during_wrap_up=False),
+        {"pbx1": env.link},
+    )
+    await svc.login("a1", name="Alice", device="PJSIP/1001", queues=["support"])
+    a = party("PJSIP/1001-00000001")
+    svc.on_call_event(Up(call_id="c.1", at=10.0, caller=CALLER, callee=a))
+    svc.on_call_event(Hangup(call_id="c.1", at=20.0, caller=CALLER, reason="completed", cause=16))
+    await svc.settle()
+    assert svc.view("a1").status is S.WRAP_UP
+    assert env.pbx.actions("QueuePause") == []

@@ -134,6 +134,28 @@ async def test_login_pause_and_a_queue_call_through_the_simulator() -> None:
         assert r.svc.view("a1").status is S.LOGGED_OUT
 
 
+async def test_no_queue_call_rings_during_wrap_up() -> None:
+    async with rig() as r:
+        r.svc._settings.wrap_up_seconds["default"] = 1.0
+        await r.svc.login("a1", name="Anna", device="PJSIP/1001", queues=["support"])
+        lid = r.sim.inbound_call("+4930123456", queue="support")
+        await r.wait(lambda: r.svc.view("a1").status is S.RINGING)
+        r.sim.answer("PJSIP/1001")
+        await r.wait(lambda: r.svc.view("a1").status is S.ON_CALL)
+        r.sim.hangup_call(lid)
+        await r.wait(lambda: r.svc.view("a1").status is S.WRAP_UP)
+        await r.svc.settle()
+        (m,) = [x for x in await queue_members(r.link) if x["Location"] == "PJSIP/1001"]
+        assert m["Paused"] == "1" and m["PausedReason"] == "wrap-up"
+        second = r.sim.inbound_call("+4930654321", queue="support")
+        await asyncio.sleep(0.3)
+        assert r.svc.view("a1").status is S.WRAP_UP  # the waiting call does not ring
+        await r.wait(lambda: r.svc.view("a1").status is S.RINGING, within=4)
+        assert r.svc.view("a1").calls == (second,)
+        statuses = [c.status for c in r.changes]
+        assert statuses[-3:] == [S.WRAP_UP, S.READY, S.RINGING]
+
+
 async def test_similar_device_names_do_not_mix() -> None:
     async with rig() as r:
         await r.svc.login("a1", name="Ten", device="PJSIP/10", queues=["sales"])
