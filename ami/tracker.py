@@ -195,6 +195,7 @@ class _Chan:
         "cause",
         "claimed",
         "cname",
+        "device",
         "dial_status",
         "dialer",
         "endpoint",
@@ -238,6 +239,8 @@ class _Chan:
         self.cause: int | None = None
         self.dial_status: str | None = None
         self.claimed = False
+        #: set for the first channel of a call only: what an Originate's dial string names
+        self.device = ""
 
 
 @dataclass(slots=True)
@@ -503,6 +506,7 @@ class CallTracker:
                     ch.peer = peer
                     peer.peer = ch
         if uid == linkedid:
+            ch.device = _device(name)
             if self._pending:
                 self._claim_new(ch)
             if ch.endpoint and call.caller is None and m.get("Event") != "Newchannel":
@@ -1244,20 +1248,16 @@ class CallTracker:
     def _find_originated(self, p: _PendingOriginate) -> _Chan | None:
         if p.uid:
             return self._chans.get(p.uid) or self._grave.get(p.uid)
-        live = [
-            c
-            for c in self._chans.values()
-            if c.uid == c.linkedid and not c.claimed and _device(c.name) == p.device
-        ]
+        live = [c for c in self._chans.values() if c.device == p.device and not c.claimed]
         if live:
             return live[0]
         for c in reversed(self._grave.values()):
-            if c.uid == c.linkedid and not c.claimed and _device(c.name) == p.device:
+            if c.device == p.device and not c.claimed:
                 return c
         return None
 
     def _claim_new(self, ch: _Chan) -> None:
-        dev = _device(ch.name)
+        dev = ch.device
         for p in self._pending:
             if p.chan is None and (p.uid == ch.uid or (p.uid is None and p.device == dev)):
                 p.chan = ch
