@@ -14,6 +14,22 @@ Why it is built this way:
   deadline measured in message time, so a replay gives the same output every time.
 * The hot path is a dict lookup of the Event name; the ~60% noise (Newexten, VarSet of
   channels nobody needs, DeviceStateChange, ...) costs one failed lookup or a few compares.
+
+Decisions worth knowing when reading the output:
+
+* The caller is the endpoint that started the call: an incoming channel (state Ring, not
+  dialled by anyone) or, for an Originate, the first endpoint that answers the originated leg
+  (the originated leg rings nobody; its fate is the originate_result). A Ringing always names
+  the call's caller, also for a consult dial inside the same call (Atxfer).
+* Ringing comes from DialBegin (through Local pairs), or from Newstate Ringing/Up of an
+  endpoint nobody dialled (Atxfer's target has no DialBegin). Up is computed from bridges and
+  Local pairs whenever they change; it is emitted once, and again after a blind or blonde
+  transfer when the new party is connected (an attended transfer says who talks already).
+* A Local ;2 half declared an endpoint shows the caller ID of its ;1 half (what the other
+  side sees for it); a Local ;1 endpoint ignores caller-ID changes once Up (the far end's
+  connected line mirrored into it during teardown).
+* A failed OriginateResponse is held until the originated channels are gone (Hangup Cause
+  first, then DialEnd status, then Cdr disposition decide Reason 0) or ORIGINATE_GRACE passed.
 """
 
 from __future__ import annotations
