@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -73,7 +74,20 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         timeout=svc.settings.web.ws_close_timeout,
     )
     await ws.prepare(request)
-    await serve_socket(ws, svc.settings.web, svc.tokens, svc.hub, svc.agents)
+    accounts = svc.accounts
+
+    async def account_ok(agent_id: str) -> bool:
+        """A disabled account's access token may still be valid for minutes: ask the store."""
+        if accounts is None:
+            return True
+        try:
+            view = await accounts.get(agent_id)
+        except Exception as e:  # database trouble: the token is valid, let the agent work
+            log.warning("account check failed", agent=agent_id, error=type(e).__name__)
+            return True
+        return view is not None and not view.disabled
+
+    await serve_socket(ws, svc.settings.web, svc.tokens, svc.hub, svc.agents, account_ok=account_ok)
     return ws
 
 
@@ -92,6 +106,8 @@ async def serve_socket(
     tokens: TokenService,
     hub: Hub,
     agents: Any,
+    *,
+    account_ok: Callable[[str], Awaitable[bool]] | None = None,
 ) -> None:
     """Run one agent connection to its end. `agents` is the AgentService (for actions)."""
     # -- authentication: the first frame, within ws_auth_seconds --------------------------
@@ -127,6 +143,9 @@ async def serve_socket(
             await _refuse(ws, CLOSE_TOKEN_EXPIRED, "token_expired", "token expired: refresh it")
         else:
             await _refuse(ws, CLOSE_BAD_TOKEN, "bad_token", "token refused")
+        return
+    if account_ok is not None and not await account_ok(principal.agent_id):
+        await _refuse(ws, CLOSE_BAD_TOKEN, "bad_token", "account disabled or removed")
         return
 
     agent_id = principal.agent_id

@@ -74,6 +74,7 @@ async def start_env(
     ami: Mapping[str, AmiSender] | None = None,
     agent_settings: AgentSettings | None = None,
     live_pops: Callable[[str], list[dict[str, Any]]] | None = None,
+    accounts: Any = None,
 ) -> Env:
     ws_settings = WebSettings(**{"ws_heartbeat_seconds": 0, **(web_overrides or {})})
     settings = Settings(web=ws_settings)
@@ -93,7 +94,7 @@ async def start_env(
         engine=None,  # type: ignore[arg-type]
         bus=None,  # type: ignore[arg-type]
         crm=None,  # type: ignore[arg-type]
-        accounts=None,  # type: ignore[arg-type]
+        accounts=accounts,
         tokens=tokens,
         hub=hub,
         agents=agents,
