@@ -293,14 +293,15 @@ async def test_interaction_is_idempotent_per_leg(crm: BuiltinCrm) -> None:
 
 async def test_interaction_bad_input(crm: BuiltinCrm) -> None:
     before = await counts(crm)
-    for kw, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"direction": "sideways"}, "direction"),
         ({"channel": "fax"}, "channel"),
         ({"call_id": ""}, "call_id"),
         ({"call_id": "x" * 65}, "call_id"),
         ({"notes": "x" * 20001}, "notes"),
         ({"offered_at": datetime(2026, 1, 1)}, "offered_at"),
-    ]:
+    ]
+    for kw, field in cases:
         args: dict[str, Any] = {"call_id": "c1", "direction": "inbound", "offered_at": T0, **kw}
         with pytest.raises(ValidationFailed) as e:
             await crm.record_interaction(InteractionRecord(**args))
