@@ -170,6 +170,8 @@ class Route:
     status: int
     errors: tuple[int, ...]
     tag: str
+    #: path parameter name -> regex the value must match (else 404, like an unknown id)
+    path_patterns: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def operation_id(self) -> str:
@@ -200,6 +202,7 @@ class ApiRouter:
         response: type[BaseModel] | None = None,
         status: int = 200,
         errors: Iterable[int] = (),
+        path_patterns: Mapping[str, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         if not path.startswith("/api/"):
             raise ValueError(f"API paths live under /api/: {path}")
@@ -226,6 +229,7 @@ class ApiRouter:
                     status=status,
                     errors=tuple(sorted(errs)),
                     tag=self.tag,
+                    path_patterns=dict(path_patterns or {}),
                 )
             )
             return fn
@@ -270,6 +274,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
     response_model = route.response
     roles = route.roles
     params = route.path_params
+    patterns = {k: re.compile(v) for k, v in route.path_patterns.items()}
 
     async def handler(request: web.Request) -> web.StreamResponse:
         principal = _principal(request) if roles is not None else None
@@ -283,7 +288,12 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
         path_values: dict[str, str] = {}
         for name in params:
             value = request.match_info.get(name, "")
-            if not value or len(value) > MAX_PATH_PARAM:
+            pattern = patterns.get(name)
+            if (
+                not value
+                or len(value) > MAX_PATH_PARAM
+                or (pattern is not None and not pattern.fullmatch(value))
+            ):
                 return error_response(
                     404, "not_found", f"no such {name}", [(name, "unknown or too long")]
                 )
@@ -357,8 +367,32 @@ def collect_routers(extra: Iterable[ApiRouter] = ()) -> list[ApiRouter]:
     return routers
 
 
+@web.middleware
+async def json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Under /api, aiohttp's own plain-text answers (no such path, method not allowed, body
+    too large) become the API's JSON error shape, so clients parse every answer the same way."""
+    if not request.path.startswith("/api"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.content_type == "application/json" or e.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            e.status, "http_error"
+        )
+        resp = error_response(e.status, code, e.reason or "error")
+        if e.status == 405 and "Allow" in e.headers:
+            resp.headers["Allow"] = e.headers["Allow"]
+        return resp
+
+
 def setup(app: web.Application, routers: Iterable[ApiRouter] | None = None) -> dict[str, Any]:
     """Mount every API route and the OpenAPI document on `app`; returns the document."""
+    if json_errors not in app.middlewares:
+        app.middlewares.append(json_errors)
     mounted = collect_routers(routers or ())
     routes = [r for router in mounted for r in router.routes]
     seen: set[tuple[str, str]] = set()
@@ -425,15 +459,13 @@ def build_openapi(routes: list[Route], routers: list[ApiRouter] | None = None) -
             op["security"] = []
         else:
             op["x-roles"] = sorted(r.roles)
-        parameters: list[dict[str, Any]] = [
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PATH_PARAM},
-            }
-            for name in r.path_params
-        ]
+        parameters: list[dict[str, Any]] = []
+        for name in r.path_params:
+            pschema: dict[str, Any] = {"type": "string", "minLength": 1}
+            pschema["maxLength"] = MAX_PATH_PARAM
+            if name in r.path_patterns:
+                pschema["pattern"] = r.path_patterns[name]
+            parameters.append({"name": name, "in": "path", "required": True, "schema": pschema})
         if r.query is not None:
             qschema = r.query.model_json_schema(ref_template=ref)
             required = set(qschema.get("required", []))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
@@ -46,7 +46,11 @@ router = ApiRouter("agents", "Agent sessions, call work, customers, callbacks, a
 DEFAULT_DIAL_CONTEXT = "from-internal"
 CLICK_TO_CALL_TIMEOUT_MS = 30000
 
-Text = Field(min_length=1, max_length=200)
+#: how ids of CRM records (customers, cases) look in URLs and payloads: the built-in store's
+#: numbers and an external CRM's usual keys (UUIDs, account-like codes), nothing that could
+#: change the meaning of a URL template or a query
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$"
+EntityId = Annotated[str, Field(pattern=ID_PATTERN, description="a CRM record id")]
 
 
 # --------------------------------------------------------------------------- models: auth
@@ -289,16 +293,13 @@ class NewCaseIn(Strict):
 
 
 class CasesIn(Strict):
-    case_ids: list[str] = Field(default_factory=list, max_length=50)
+    case_ids: list[EntityId] = Field(default_factory=list, max_length=50)
     new_case: NewCaseIn | None = None
 
     @model_validator(mode="after")
     def _something(self) -> CasesIn:
         if not self.case_ids and self.new_case is None:
             raise ValueError("give case_ids to link, a new_case to open, or both")
-        for cid in self.case_ids:
-            if not cid or len(cid) > 64:
-                raise ValueError("case ids are 1-64 characters")
         return self
 
 
@@ -329,7 +330,7 @@ class LinkCustomerIn(Strict):
     """Exactly one of: `customer_id` (a customer found by search or among the candidates) or
     `create` (a new customer, for an unknown caller)."""
 
-    customer_id: str | None = Field(None, min_length=1, max_length=64)
+    customer_id: EntityId | None = None
     create: NewCustomerIn | None = None
 
     @model_validator(mode="after")
@@ -362,7 +363,7 @@ class CallbackIn(Strict):
     due: datetime
     number: str | None = Field(None, min_length=1, max_length=64)
     call_id: str | None = Field(None, min_length=1, max_length=200)
-    customer_id: str | None = Field(None, min_length=1, max_length=64)
+    customer_id: EntityId | None = None
     time_zone: str | None = Field(None, min_length=1, max_length=64)
     #: true: only I get it; false: anyone may take it
     for_me: bool = True
@@ -442,8 +443,10 @@ _AGENT_FIELDS = {
 }
 
 
-def _agent_error(e: AgentError) -> ApiError:
+def _agent_error(e: AgentError, refused_field: str = "body") -> ApiError:
     if e.code == "ami_failed":
+        if "refused by Asterisk" in str(e):  # the request was wrong (e.g. no such queue)
+            return ApiError(422, "refused_by_pbx", str(e), field=refused_field)
         return ApiError(502, e.code, str(e))
     if e.code in ("not_logged_in", "device_in_use"):
         return ApiError(409, e.code, str(e), field=_AGENT_FIELDS.get(e.code))
@@ -564,7 +567,7 @@ async def agent_login(ctx: Ctx, body: AgentLoginIn) -> AgentStateOut:
             p.agent_id, name=name, device=body.device, queues=body.queues, server=body.server
         )
     except AgentError as e:
-        raise _agent_error(e) from None
+        raise _agent_error(e, "queues") from None
     return _state(ctx, p.agent_id)
 
 
@@ -835,6 +838,7 @@ async def search_customers(ctx: Ctx, body: None) -> CustomersOut:
     "/api/customers/{customer_id}",
     summary="A customer's card",
     response=CustomerCardOut,
+    path_patterns={"customer_id": ID_PATTERN},
     errors=(503,),
 )
 async def customer_card(ctx: Ctx, body: None) -> CustomerCardOut:
