@@ -317,3 +317,64 @@ def test_patterns_declaring_both_local_halves_count_one_party() -> None:
     ]
     assert events[1]["targets"][0]["channel"] == "Local/agent1@agents-00000003;1"
     assert events[3]["callee"]["channel"] == "Local/agent1@agents-00000003;1"
+
+
+def _events(msgs: list[tuple[float, dict[str, str]]]) -> list[tuple[str, ...]]:
+    t = lab()
+    out = [e for at, m in msgs for e in t.feed(m, at)] + t.flush()
+    return [
+        (e.to_dict()["event"], str(e.to_dict().get("reason") or e.to_dict().get("result")))
+        for e in out
+    ]
+
+
+def _move(
+    msgs: list[tuple[float, dict[str, str]]], pick: int, after: int
+) -> list[tuple[float, dict[str, str]]]:
+    msgs = list(msgs)
+    item = msgs.pop(pick)
+    msgs.insert(after, item)
+    return msgs
+
+
+def test_order_variants_seen_in_trial_runs_give_the_same_calls() -> None:
+    """05: the OriginateResponse came after QueueCallerJoin/AgentCalled in a trial run;
+    01: the caller's Hangup and its side's BridgeLeave swapped."""
+    t05 = read_trace(TRACES / "05-outbound-dialer-answered-to-queue.ami")
+    resp = next(i for i, (_, m) in enumerate(t05) if m.get("Event") == "OriginateResponse")
+    called = next(
+        i for i, (_, m) in enumerate(t05) if m.get("Event") == "DialBegin" and m.get("Channel")
+    )
+    late = _move(t05, resp, called)
+    base = _events(t05)
+    moved = _events(late)
+    assert moved != base  # the result moved ...
+    assert sorted(moved) == sorted(base)  # ... and nothing else changed
+    assert [e for e in moved if e[0] != "originate_result"] == [
+        e for e in base if e[0] != "originate_result"
+    ]
+
+    t01 = read_trace(TRACES / "01-inbound-queue-agent1-answers.ami")
+    hang = next(
+        i
+        for i, (_, m) in enumerate(t01)
+        if m.get("Event") == "Hangup" and m["Channel"].endswith("inbound-00000002;1")
+    )
+    leave = next(
+        i
+        for i, (_, m) in enumerate(t01)
+        if m.get("Event") == "BridgeLeave" and m["Channel"].endswith("inbound-00000002;2")
+    )
+    assert leave > hang
+    swapped = _move(t01, leave, hang)
+    assert (
+        _events(swapped)
+        == _events(t01)
+        == [
+            ("originate_result", "answered"),
+            ("ringing", "None"),
+            ("ringing_end", "answer"),
+            ("up", "None"),
+            ("hangup", "completed"),
+        ]
+    )
