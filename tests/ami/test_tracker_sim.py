@@ -19,7 +19,7 @@ def track(c: Client) -> list[dict[str, Any]]:
 
 
 def brief(events: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for e in events:
         ev = e["event"]
         if ev == "ringing":
