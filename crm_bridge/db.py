@@ -189,13 +189,19 @@ def _join_paths(paths: Sequence[str]) -> str:
 
 def _upgrade(conn: Connection, cfg: Config, target: str) -> None:
     cfg.attributes["connection"] = conn
-    command.upgrade(cfg, target)
+    if target == "base" or target.startswith("-"):
+        command.downgrade(cfg, target)
+    else:
+        command.upgrade(cfg, target)
 
 
 async def migrate(
     url: str, extra_version_locations: Sequence[str] = (), *, target: str = "heads"
 ) -> None:
-    """Bring the database at ``url`` to the newest schema of every branch (from empty too)."""
+    """Bring the database at ``url`` to the newest schema of every branch (from empty too).
+
+    ``target`` may name another revision; "base" (or "-1" etc.) downgrades instead.
+    """
     cfg = alembic_config(url, extra_version_locations)
     engine = make_engine(url)
     try:

@@ -201,7 +201,11 @@ class ExternalId(Base):
     id_type: Mapped[str] = mapped_column(String(LIMITS["id_type"]))
     value: Mapped[str] = mapped_column(String(LIMITS["id_value"]))
 
-    __table_args__ = (UniqueConstraint("id_type", "value", name="uq_crm_external_id_type_value"),)
+    __table_args__ = (
+        UniqueConstraint("id_type", "value", name="uq_crm_external_id_type_value"),
+        # search by value whatever its type (agents type "12345", not "account 12345")
+        Index("ix_crm_external_id_value", "value"),
+    )
 
 
 class CustomFieldDef(Base):

@@ -1,0 +1,160 @@
+"""Migrations from an empty database on SQLite and PostgreSQL, the models matching the
+migrated schema, and other packages' branches stacking on the CRM's base revision."""
+
+from __future__ import annotations
+
+import secrets
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, make_url
+
+import crm_bridge.models  # noqa: F401  (registers the tables)
+from crm_bridge.db import Base, make_engine, migrate
+from tests.crm.conftest import _pg_admin, pg_admin_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'sub dir' / 'empty.db'}"
+        return
+    if not pg_admin_url():
+        pytest.skip("CTI_TEST_PG_URL not set")
+    name = f"cti_mig_{secrets.token_hex(5)}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            make_url(pg_admin_url() or "").set(database=name).render_as_string(hide_password=False)
+        )
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _crm_only(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    if type_ == "table":
+        return bool(name and name.startswith("crm_"))
+    table = getattr(obj, "table", None)
+    return table is None or table.name.startswith("crm_")
+
+
+def _diff(conn: Connection) -> list[Any]:
+    ctx = MigrationContext.configure(conn, opts={"include_object": _crm_only, "compare_type": True})
+    return list(compare_metadata(ctx, Base.metadata))
+
+
+def _tables(conn: Connection) -> set[str]:
+    return set(inspect(conn).get_table_names())
+
+
+async def test_from_empty_and_models_match(empty_url: str) -> None:
+    await migrate(empty_url)
+    engine = make_engine(empty_url)
+    try:
+        async with engine.connect() as conn:
+            tables = await conn.run_sync(_tables)
+            assert {t.name for t in Base.metadata.sorted_tables if t.name.startswith("crm_")} <= (
+                tables
+            )
+            heads = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+            assert [h[0] for h in heads] == ["crm_0001"]
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+    # running it again is a no-op
+    await migrate(empty_url)
+
+
+async def test_downgrade_and_upgrade_again(empty_url: str) -> None:
+    await migrate(empty_url)
+    await migrate(empty_url, target="base")
+    engine = make_engine(empty_url)
+    try:
+        async with engine.connect() as conn:
+            assert not {t for t in await conn.run_sync(_tables) if t.startswith("crm_")}
+    finally:
+        await engine.dispose()
+    await migrate(empty_url)
+
+
+async def test_another_package_adds_its_own_branch(empty_url: str, tmp_path: Path) -> None:
+    versions = tmp_path / "ext_migrations"
+    versions.mkdir()
+    (versions / "ext_0001_things.py").write_text(
+        textwrap.dedent(
+            """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = "ext_0001"
+            down_revision = None
+            branch_labels = ("ext",)
+            depends_on = "crm_0001"
+
+
+            def upgrade():
+                op.create_table(
+                    "ext_thing",
+                    sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column(
+                        "customer_id",
+                        sa.Integer,
+                        sa.ForeignKey("crm_customer.id", ondelete="CASCADE"),
+                    ),
+                )
+
+
+            def downgrade():
+                op.drop_table("ext_thing")
+            """
+        )
+    )
+    await migrate(empty_url, [str(versions)])
+    await migrate(empty_url, [str(versions)])  # idempotent
+    engine = make_engine(empty_url)
+    try:
+        async with engine.connect() as conn:
+            assert {"ext_thing", "crm_customer"} <= await conn.run_sync(_tables)
+            heads = {
+                h[0] for h in (await conn.execute(text("SELECT version_num FROM alembic_version")))
+            }
+            # Alembic records the branch heads; crm_0001 is implied by ext_0001's depends_on
+            assert "ext_0001" in heads
+    finally:
+        await engine.dispose()
+
+
+async def test_sqlite_connection_settings(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'pragmas.db'}"  # plain URL: the async driver is chosen
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar() == "wal"
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+            assert (await conn.exec_driver_sql("PRAGMA busy_timeout")).scalar() == 10000
+    finally:
+        await engine.dispose()
+
+
+async def test_foreign_keys_are_enforced(empty_url: str) -> None:
+    await migrate(empty_url)
+    engine = make_engine(empty_url)
+    try:
+        from sqlalchemy.exc import IntegrityError
+
+        with pytest.raises(IntegrityError):
+            async with engine.begin() as conn:
+                await conn.execute(
+                    text(
+                        "INSERT INTO crm_phone (customer_id, raw, e164, extension, kind, position)"
+                        " VALUES (424242, 'x', '+4930123456', '', 'other', 0)"
+                    )
+                )
+    finally:
+        await engine.dispose()
