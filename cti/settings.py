@@ -69,9 +69,10 @@ class AgentSettings(_Strict):
     )
     #: wrap-up seconds after a call, per queue/campaign name; "default" for the rest
     wrap_up_seconds: dict[str, float] = Field(default_factory=lambda: {"default": 30.0})
-    #: pause the agent in the queues during wrap-up (reason "wrap-up"), so that no queue call
-    #: rings before the agent is done with the last one
-    pause_during_wrap_up: bool = True
+    #: pause the agent in the queues during wrap-up (QueuePause reason "wrap-up"), so that no
+    #: queue call rings before the CTI's wrap-up timer ends. Off: the queues' own `wrapuptime`
+    #: (queues.conf) decides, and a queue call may end the CTI wrap-up early.
+    pause_during_wrap_up: bool = False
 
 
 class AmiSettings(_Strict):

@@ -48,6 +48,7 @@ class Env:
             AgentSettings(
                 pause_reasons=["break", "lunch"],
                 wrap_up_seconds={"default": 30.0, "support": 5.0, "winter-campaign": 2.0},
+                pause_during_wrap_up=True,
             ),
             {"pbx1": link},
             clock=self.clock,

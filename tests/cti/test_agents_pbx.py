@@ -65,7 +65,11 @@ async def rig() -> AsyncIterator[Rig]:
         on_message=on_message,
     )
     svc = AgentService(
-        AgentSettings(pause_reasons=["lunch", "break"], wrap_up_seconds={"default": 0.4}),
+        AgentSettings(
+            pause_reasons=["lunch", "break"],
+            wrap_up_seconds={"default": 0.4},
+            pause_during_wrap_up=True,
+        ),
         {"pbx1": link},
     )
     services.append(svc)
