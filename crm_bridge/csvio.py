@@ -341,9 +341,8 @@ class RowParser:
         """The normalized row; raises RowError with the reason."""
         if len(row) != self.width:
             raise RowError(f"expected {self.width} fields, found {len(row)}")
-        for cell in row:
-            if _BAD_TEXT.search(cell):
-                raise RowError(_bad_text_reason(row))
+        if _BAD_TEXT.search("".join(row)):
+            raise RowError(_bad_text_reason(row))
         customer: dict[str, Any] = {}
         for col, i, limit in self._customer:
             v = row[i].strip()

@@ -27,6 +27,7 @@ What the import guarantees, and how:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -456,11 +457,17 @@ def name_columns() -> list[str]:
 
 
 def name_values(name: str) -> tuple[str, ...]:
-    """Values for :func:`name_columns`, by the store's own rules (normalize.search_key...)."""
-    out = [search_key(name)[: LIMITS["name"]]]
-    if _RKEY is not None:
-        out.append(_RKEY(name)[: LIMITS["name"]])
-    return tuple(out)
+    """Values for :func:`name_columns`, by the store's own rules (normalize.search_key...).
+
+    The "last name first" key is normalize.search_key_last_first's rule applied to the key
+    we already have (it would compute search_key a second time); a test holds the two equal.
+    """
+    key = search_key(name)
+    if _RKEY is None:
+        return (key[: LIMITS["name"]],)
+    words = key.split(" ")
+    rkey = " ".join([words[-1], *words[:-1]]) if len(words) > 1 else words[0]
+    return (key[: LIMITS["name"]], rkey[: LIMITS["name"]])
 
 
 class Importer:
@@ -553,21 +560,42 @@ class Importer:
             )
             f.seek(start_offset)
             source = CsvSource(f, start_offset=start_offset, start_line=start_line)
+            batches = iter(_batches(source, self.opt.batch_size))
+
+            def read_and_parse() -> _Prepared | None:
+                batch = next(batches, None)
+                return None if batch is None else _prepare(batch, parser)
+
+            # the next batch is read and parsed in a worker thread while SQLite (in its own
+            # thread, without the GIL) writes the current one
+            ahead: asyncio.Future[_Prepared | None] | None = None
             try:
                 done_batches = 0
-                for batch in _batches(source, self.opt.batch_size):
-                    ok = await self._one_batch(batch, parser, field_ids, reports, res)
+                ahead = asyncio.ensure_future(asyncio.to_thread(read_and_parse))
+                while ahead is not None:
+                    prepared = await ahead
+                    ahead = None
+                    if prepared is None:
+                        self.state.data["complete"] = True
+                        self.state.save()
+                        res.complete = True
+                        break
+                    last_one = (
+                        self.opt.max_batches is not None
+                        and done_batches + 1 >= self.opt.max_batches
+                    )
+                    if not last_one:
+                        ahead = asyncio.ensure_future(asyncio.to_thread(read_and_parse))
+                    ok = await self._one_batch(prepared, field_ids, reports, res)
                     if not ok:
                         break
                     done_batches += 1
-                    progress.update(batch.end_offset, res.rows)
-                    if self.opt.max_batches is not None and done_batches >= self.opt.max_batches:
+                    progress.update(prepared.batch.end_offset, res.rows)
+                    if last_one:
                         break
-                else:
-                    self.state.data["complete"] = True
-                    self.state.save()
-                    res.complete = True
             finally:
+                if ahead is not None:  # let the reader finish before the file closes
+                    await asyncio.wait([ahead])
                 progress.close()
                 reports.close()
         res.seconds = time.perf_counter() - t0
@@ -613,33 +641,14 @@ class Importer:
 
     async def _one_batch(
         self,
-        batch: _Batch,
-        parser: RowParser,
+        prepared: _Prepared,
         field_ids: dict[str, int],
         reports: _Reports,
         res: ImportResult,
     ) -> bool:
-        rejects: list[list[Any]] = []
+        batch, good, rejects = prepared.batch, prepared.good, prepared.rejects
+        phones, emails, ids = prepared.phones, prepared.emails, prepared.ids
         merges: list[list[Any]] = []
-        good: list[ParsedRow] = []
-        for rec in batch.records:
-            if rec.error:
-                rejects.append([rec.line, rec.error, ""])
-                continue
-            try:
-                good.append(parser.parse(rec.line, rec.fields))
-            except RowError as e:
-                rejects.append([rec.line, str(e), _printable(parser.name_of(rec.fields)[:60])])
-
-        phones: set[str] = set()
-        emails: set[str] = set()
-        ids: dict[str, set[str]] = {}
-        for p in good:
-            phones.update(ph[0] for ph in p.phones)
-            emails.update(p.emails)
-            for typ, v in p.ids:
-                ids.setdefault(typ, set()).add(v)
-
         before_sizes = reports.sizes()
         state = self.state.data
         async with self.engine.connect() as conn:
@@ -724,6 +733,41 @@ def _short(e: BaseException) -> str:
 
 def _printable(s: str) -> str:
     return "".join(ch if ch.isprintable() and not ("\ud800" <= ch <= "\udfff") else "?" for ch in s)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A batch read and validated (pure work, done ahead in a thread)."""
+
+    batch: _Batch
+    good: list[ParsedRow]
+    rejects: list[list[Any]]
+    phones: set[str]
+    emails: set[str]
+    ids: dict[str, set[str]]
+
+
+def _prepare(batch: _Batch, parser: RowParser) -> _Prepared:
+    rejects: list[list[Any]] = []
+    good: list[ParsedRow] = []
+    parse = parser.parse
+    for rec in batch.records:
+        if rec.error:
+            rejects.append([rec.line, rec.error, ""])
+            continue
+        try:
+            good.append(parse(rec.line, rec.fields))
+        except RowError as e:
+            rejects.append([rec.line, str(e), _printable(parser.name_of(rec.fields)[:60])])
+    phones: set[str] = set()
+    emails: set[str] = set()
+    ids: dict[str, set[str]] = {}
+    for p in good:
+        phones.update(ph[0] for ph in p.phones)
+        emails.update(p.emails)
+        for typ, v in p.ids:
+            ids.setdefault(typ, set()).add(v)
+    return _Prepared(batch, good, rejects, phones, emails, ids)
 
 
 def _batches(source: CsvSource, size: int) -> Iterable[_Batch]:

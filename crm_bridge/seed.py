@@ -132,6 +132,8 @@ FIELDS = (
 
 #: subscriber digit space: a first digit 2-9 and 7 more digits (8 digits, never 0/1 first)
 _SPACE = 8 * 10**7
+#: customers supported with unique numbers (second numbers use the upper half of the space)
+_HALF = _SPACE // 2
 _EPOCH = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -164,8 +166,8 @@ class _Numbers:
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.primary = _affine(seed, 1)
-        self.secondary = _affine(seed, 2)
+        # one bijection, disjoint inputs (i and i + half the space): no number twice
+        self.perm = _affine(seed, 1)
         weights = [c[4] for c in CITIES]
         self._city_table = [n for n, w in enumerate(weights) for _ in range(w)]
 
@@ -176,8 +178,8 @@ class _Numbers:
         h = _mix(self.seed, i)
         if (h >> 8) % 100 < 55:
             prefix = MOBILE_PREFIXES[(h >> 16) % len(MOBILE_PREFIXES)]
-            return f"+49{prefix}{_sub(i, self.primary)}", "mobile"
-        return f"+49{CITIES[self.city(i)][3]}{_sub(i, self.primary)}", "landline"
+            return f"+49{prefix}{_sub(i, self.perm)}", "mobile"
+        return f"+49{CITIES[self.city(i)][3]}{_sub(i, self.perm)}", "landline"
 
     def phone2(self, i: int) -> tuple[str, str] | None:
         h = _mix(self.seed + 1, i)
@@ -185,8 +187,8 @@ class _Numbers:
             return None
         if (h >> 8) % 2:
             prefix = MOBILE_PREFIXES[(h >> 16) % len(MOBILE_PREFIXES)]
-            return f"+49{prefix}{_sub(i, self.secondary)}", "mobile"
-        return f"+49{CITIES[self.city(i)][3]}{_sub(i, self.secondary)}", "work"
+            return f"+49{prefix}{_sub(i + _HALF, self.perm)}", "mobile"
+        return f"+49{CITIES[self.city(i)][3]}{_sub(i + _HALF, self.perm)}", "work"
 
 
 def demo_numbers(n: int, seed: int = 1) -> list[str]:
@@ -200,6 +202,16 @@ def demo_numbers(n: int, seed: int = 1) -> list[str]:
 
 _DOUBLE = {str(d): (2 * d - 9 if d > 4 else 2 * d) for d in range(10)}
 _SINGLE = {str(d): d for d in range(10)}
+
+
+def seeded_number(index: int, seed: int = 1) -> str:
+    """The primary number of seeded customer ``index`` (0-based), without generating the rest."""
+    return _Numbers(seed).phone1(index)[0]
+
+
+def seeded_account(index: int, seed: int = 1) -> str:
+    """The account number of seeded customer ``index`` (every customer has one)."""
+    return f"K{_sub(index, _affine(seed, 3))}"
 
 
 def _luhn(digits: str) -> str:

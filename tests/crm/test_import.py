@@ -332,3 +332,14 @@ async def test_empty_file_and_header_only(
     only = write(tmp_path / "only.csv", "\ufeffname,phone", [])
     res = await import_csv(engine, only, crm_settings)
     assert res.complete and res.rows == 0
+
+
+@pytest.mark.parametrize(
+    "name", ["Anna Müller", "  Jörg   van der Straße ", "Ölwerk", "", "Ñandú Co."]
+)
+def test_bulk_name_keys_follow_the_store_rules(name: str) -> None:
+    from crm_bridge import normalize
+    from crm_bridge.importer import name_columns, name_values
+
+    rules = {"name_key": normalize.search_key, "name_rkey": normalize.search_key_last_first}
+    assert name_values(name) == tuple(rules[c](name) for c in name_columns())
