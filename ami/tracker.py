@@ -345,6 +345,7 @@ class CallTracker:
         self._grave: OrderedDict[str, _Chan] = OrderedDict()
         self._cdr: OrderedDict[str, str] = OrderedDict()
         self._pending: list[_PendingOriginate] = []
+        self._reported: OrderedDict[str, None] = OrderedDict()
         self._next_deadline = float("inf")
         self._seq = 0
         self._logged_errors: set[str] = set()
@@ -1218,6 +1219,11 @@ class CallTracker:
 
     def _on_originate_response(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:
         action_id = m.get("ActionID", "")
+        if action_id in self._reported:
+            return None  # one result per Originate, even if the response is seen twice
+        self._reported[action_id] = None
+        if len(self._reported) > GRAVEYARD_SIZE:
+            self._reported.popitem(last=False)
         reason = _int(m.get("Reason"), -1)
         assert reason is not None
         uid = m.get("Uniqueid")

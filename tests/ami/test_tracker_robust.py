@@ -378,3 +378,55 @@ def test_order_variants_seen_in_trial_runs_give_the_same_calls() -> None:
             ("hangup", "completed"),
         ]
     )
+
+
+ALL_TRACE_MSGS = {
+    p.name: [m for _, m in read_trace(p)]
+    for p in sorted(TRACES.glob("*.ami"))
+    if not p.name.startswith("10-")
+}
+
+
+@pytest.mark.slow
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(ALL_TRACE_MSGS)),
+    edits=st.lists(
+        st.tuples(st.sampled_from(["drop", "dup", "swap"]), st.integers(0, 10_000)), max_size=12
+    ),
+)
+def test_damaged_real_traces_keep_the_invariants(name: str, edits: list[tuple[str, int]]) -> None:
+    """Real traces with messages dropped, repeated or swapped: never an error, and the
+    promises hold: one hangup per call, one ringing per target, a ringing_end only after its
+    ringing, at most one originate_result per ActionID."""
+    msgs = list(ALL_TRACE_MSGS[name])
+    for op, pos in edits:
+        if not msgs:
+            break
+        i = pos % len(msgs)
+        if op == "drop":
+            msgs.pop(i)
+        elif op == "dup":
+            msgs.insert(i, msgs[i])
+        elif i + 1 < len(msgs):
+            msgs[i], msgs[i + 1] = msgs[i + 1], msgs[i]
+    t = lab()
+    events = [e.to_dict() for i, m in enumerate(msgs) for e in t.feed(m, i * 0.01)]
+    events += [e.to_dict() for e in t.flush()]
+    assert t.stats.errors == 0
+    hangups = [e["call_id"] for e in events if e["event"] == "hangup"]
+    assert len(hangups) == len(set(hangups))
+    rung = [e["targets"][0]["uniqueid"] for e in events if e["event"] == "ringing"]
+    assert len(rung) == len(set(rung))
+    ringing: set[str] = set()
+    ended: set[str] = set()
+    for e in events:
+        if e["event"] == "ringing":
+            ringing.add(e["targets"][0]["uniqueid"])
+        elif e["event"] == "ringing_end":
+            uid = e["targets"][0]["uniqueid"]
+            assert uid in ringing and uid not in ended
+            ended.add(uid)
+    results = [e["action_id"] for e in events if e["event"] == "originate_result"]
+    assert len(results) == len(set(results))
+    json.dumps(events)
