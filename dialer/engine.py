@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami.actions import build_action
@@ -57,7 +57,7 @@ from ami.events import (
 from crm_bridge.db import make_sessionmaker
 from dialer.agent_log import AgentLog
 from dialer.leads import ClaimedLead, ContactCheck, LeadStore, next_day_start
-from dialer.models import Campaign
+from dialer.models import Attempt, Campaign
 from dialer.pacing import Floor, Outcome, make_pacer
 from dialer.retry import RetryPolicy
 from dialer.settings import DialerSettings
@@ -87,6 +87,11 @@ _RING_OUTCOME = {
 
 #: how often (seconds on the dialer's clock) due agent callbacks are looked up per campaign
 CALLBACK_POLL_SECONDS = 1.0
+
+#: marks agent-first attempts in the attempt row (so that a restart follows them correctly)
+AGENT_FIRST_NOTE = "agent-first"
+#: call events buffered between construction and start()
+EARLY_EVENTS_MAX = 50_000
 
 #: how often the abandonment window is re-read from the database (in between, the engine
 #: counts its own answers and abandons on top of the last reading)
@@ -182,6 +187,7 @@ class Dialer:
         self._by_attempt: dict[str, _Run] = {}
         #: preview leads reserved for an agent: agent -> (campaign id, lead)
         self._previews: dict[str, tuple[int, ClaimedLead]] = {}
+        self._early: list[CallEvent] | None = []
         self.utilization = Utilization()
         self.agent_log = (
             AgentLog(
@@ -216,19 +222,47 @@ class Dialer:
     async def start(self, live_call_ids: set[str] | None = None) -> None:
         """Load running campaigns, reconcile attempts left in flight by a previous process
         with the calls the PBX still has, and start the pacing loop."""
+        open_campaigns = select(Attempt.campaign_id).where(Attempt.state != "ended")
         async with self._sessions() as s:
             running = (
-                (await s.execute(select(Campaign).where(Campaign.state == "running")))
+                (
+                    await s.execute(
+                        select(Campaign).where(
+                            or_(Campaign.state == "running", Campaign.id.in_(open_campaigns))
+                        )
+                    )
+                )
                 .scalars()
                 .all()
             )
-        for c in running:
-            run = self._activate(c)
-            res = await self.leads.reconcile(
-                c.id, live_call_ids or set(), self._clock(), run.policy
-            )
-            if res["lost"] or res["kept"] or res["released"]:
-                log.info("dialer reconciled", campaign=c.name, **res)
+        async with self._lock:
+            for c in running:
+                run = self._activate(c)
+                res = await self.leads.reconcile(
+                    c.id, live_call_ids or set(), self._clock(), run.policy
+                )
+                if res["lost"] or res["kept"] or res["released"]:
+                    log.info("dialer reconciled", campaign=c.name, **res)
+                # calls still live on the PBX are followed to their outcome as if this
+                # process had launched them
+                for a in await self.leads.open_attempts(c.id):
+                    run.calls[a.id] = InFlight(
+                        a.id,
+                        a.lead_id,
+                        a.number,
+                        a.created_at,
+                        answered_at=a.answered_at,
+                        connected_at=a.connected_at,
+                        agent=a.agent,
+                        agent_first=a.note == AGENT_FIRST_NOTE,
+                        agent_answered=a.note == AGENT_FIRST_NOTE and a.answered_at is not None,
+                    )
+                    self._by_attempt[a.id] = run
+                if c.state != "running" and not run.calls:
+                    self._runs.pop(c.id, None)
+            early, self._early = self._early, None
+        for ev in early or ():
+            await self.on_event(ev)
         if self.agent_log is not None:
             self.agent_log.start()
         self._task = asyncio.create_task(self._loop(), name="dialer")
@@ -528,7 +562,7 @@ class Dialer:
     ) -> str:
         """Ring the agent's device first; once it answers, the dialplan dials the lead."""
         c = run.campaign
-        attempt = await self.leads.start_attempt(lead, now, predicted=None)
+        attempt = await self.leads.start_attempt(lead, now, predicted=None, note=AGENT_FIRST_NOTE)
         server = getattr(view, "server", None) or c.server or self._server
         flight = InFlight(
             attempt.id,
@@ -711,6 +745,12 @@ class Dialer:
                 self.kick()
             return
         if not isinstance(ev, CallEvent):
+            return
+        if self._early is not None:
+            # not started yet: attempts still live from a previous process are registered by
+            # start(); their events wait here instead of being dropped
+            if len(self._early) < EARLY_EVENTS_MAX:
+                self._early.append(ev)
             return
         key = ev.action_id if isinstance(ev, OriginateResult) else ev.call_id
         run = self._by_attempt.get(key)

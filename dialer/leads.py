@@ -114,6 +114,7 @@ class LeadStore:
                     verdict = await self._check(s, campaign, lead, number, window, now_dt)
                     if verdict is not None:
                         continue
+                    seen = lead.state  # the UPDATE below refreshes the loaded row
                     res = await s.execute(
                         update(Lead)
                         .where(Lead.id == lead.id, Lead.state == lead.state)
@@ -129,7 +130,7 @@ class LeadStore:
                             lead.name,
                             lead.customer_id,
                             lead.callback_agent,
-                            "callback" if lead.state == "callback" else kind,
+                            "callback" if seen == "callback" else kind,
                             dict(lead.fields or {}),
                         )
                     )
@@ -277,7 +278,7 @@ class LeadStore:
     # ---- attempts -------------------------------------------------------------------------
 
     async def start_attempt(
-        self, lead: ClaimedLead, now: float, predicted: float | None
+        self, lead: ClaimedLead, now: float, predicted: float | None, *, note: str = ""
     ) -> AttemptInfo:
         """Write the attempt (and mark the lead dialing) BEFORE the Originate goes out."""
         attempt_id = f"cti-{lead.campaign_id}-{lead.lead_id}-{secrets.token_hex(4)}"
@@ -304,7 +305,7 @@ class LeadStore:
                     agent="",
                     abandoned=False,
                     predicted=predicted,
-                    note="",
+                    note=note,
                 )
             )
             if lead.kind == "callback":
@@ -550,6 +551,19 @@ class LeadStore:
             )
             released = res.rowcount or 0  # type: ignore[attr-defined]
         return {"lost": lost, "kept": kept, "released": released}
+
+    async def open_attempts(self, campaign_id: int) -> list[Attempt]:
+        """Attempts without an outcome yet (after `reconcile`: the ones still live)."""
+        async with self._sessions() as s:
+            return list(
+                (
+                    await s.execute(
+                        select(Attempt).where(
+                            Attempt.campaign_id == campaign_id, Attempt.state != "ended"
+                        )
+                    )
+                ).scalars()
+            )
 
     # ---- figures --------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ def _default_rules() -> dict[str, RetryRule]:
         "failed": RetryRule(15 * 60, 2),
         "machine": RetryRule(4 * 3600, 2),
         # an abandoned person is not redialled for 72 h (compliance), then once more
-        "abandoned": RetryRule(72 * 3600, 1),
+        "abandoned": RetryRule(72 * 3600, 2),
         # the link or the process died mid-call: we do not know whether it rang; try later
         "lost": RetryRule(10 * 60, 2),
     }
