@@ -24,6 +24,7 @@ class World:
     sup: Client
     ann: Client
     bob: Client
+    ann_id: str
     erika: str
 
 
@@ -36,6 +37,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         w.admin = await env.account("root", "admin")
         w.sup = await env.account("sue", "supervisor")
         w.ann = await env.account("ann")
+        w.ann_id = env.accounts["ann"][0]
         w.bob = await env.account("bob")
         w.erika = await env.customer("Erika Muster", "+4930123456", postcode="10115")
         await env.store.set_dispositions(
@@ -65,19 +67,19 @@ async def live_call(w: World, c: Client, number: str) -> dict[str, Any]:
                 return p
         return None
 
-    for _ in range(300):
+    for _ in range(750):
         p = await find()
         if p is not None:
             return p
         await asyncio.sleep(0.02)
-    raise AssertionError(f"no pop for {number}")
+    raise AssertionError(f"no pop for {number}: {w.env.services.agents.view(w.ann_id)}")
 
 
 async def answered_call(w: World, number: str) -> str:
     w.env.sim.inbound_call(number, queue="support")
     pop = await live_call(w, w.ann, number)
     assert w.env.sim.answer("PJSIP/1001")
-    for _ in range(300):
+    for _ in range(750):
         _, data = await w.ann.get("/api/calls")
         if any(p["call_id"] == pop["call_id"] and p["state"] == "answered" for p in data["calls"]):
             return str(pop["call_id"])
@@ -87,11 +89,16 @@ async def answered_call(w: World, number: str) -> str:
 
 async def hang_up(w: World, call_id: str) -> None:
     assert w.env.sim.hangup_call(call_id)
-    for _ in range(300):
+
+    async def gone() -> bool:
         _, data = await w.ann.get("/api/calls")
-        if not any(p["call_id"] == call_id and p["state"] != "ended" for p in data["calls"]):
+        return not any(p["call_id"] == call_id and p["state"] != "ended" for p in data["calls"])
+
+    for _ in range(750):
+        if await gone() and "PJSIP/1001" not in w.env.sim.engine.busy:
             return
         await asyncio.sleep(0.02)
+    raise AssertionError("the call did not end")
 
 
 # ------------------------------------------------------------------ authentication
