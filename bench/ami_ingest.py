@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -89,11 +90,14 @@ def measure(
     chunks: list[bytes],
     seconds: float,
     max_loops: int,
-) -> tuple[float, int, int, int]:
+) -> tuple[float, float, int, int, int]:
+    """Rates use this process's CPU time (the target is per core; on a shared machine wall
+    time also counts other processes' turns); wall time is shown beside it."""
     fn(chunks)  # warm up
     loops = 0
     msgs = 0
     events = 0
+    c0 = time.process_time()
     t0 = time.perf_counter()
     deadline = t0 + seconds
     while loops < max_loops:
@@ -103,7 +107,7 @@ def measure(
         loops += 1
         if time.perf_counter() >= deadline:
             break
-    return time.perf_counter() - t0, loops, msgs, events
+    return time.process_time() - c0, time.perf_counter() - t0, loops, msgs, events
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,18 +120,21 @@ def main(argv: list[str] | None = None) -> int:
     data = wire_bytes(TRACE)
     chunks = _chunks(data)
 
-    dt, loops, msgs, events = measure(ours, chunks, seconds, args.max_loops)
-    rate = msgs / dt
-    pdt, ploops, pmsgs, _ = measure(panoramisk_parse, chunks, seconds, args.max_loops)
-    prate = pmsgs / pdt
+    cpu, wall, loops, msgs, events = measure(ours, chunks, seconds, args.max_loops)
+    rate = msgs / cpu
+    pcpu, pwall, ploops, pmsgs, _ = measure(panoramisk_parse, chunks, seconds, args.max_loops)
+    prate = pmsgs / pcpu
 
     print(f"trace: {TRACE.name}, {len(data)} bytes, {msgs // loops} AMI messages per pass")
-    print(f"{'path':<34} {'passes':>7} {'messages/s':>12} {'us/message':>11}")
-    print(f"{'framing + tracker (ours)':<34} {loops:>7} {rate:>12,.0f} {1e6 / rate:>11.2f}")
-    print(f"{'panoramisk 1.4 parse only':<34} {ploops:>7} {prate:>12,.0f} {1e6 / prate:>11.2f}")
+    print(f"{'path':<30} {'passes':>7} {'messages/s':>11} {'us/message':>11} {'wall msg/s':>11}")
+    for label, n, r, m, w in (
+        ("framing + tracker (ours)", loops, rate, msgs, wall),
+        ("panoramisk 1.4 parse only", ploops, prate, pmsgs, pwall),
+    ):
+        print(f"{label:<30} {n:>7} {r:>11,.0f} {1e6 / r:>11.2f} {m / w:>11,.0f}")
     print(
-        f"call events out per pass: {events // loops}; target >= 50,000 messages/s: "
-        f"{'met' if rate >= 50_000 else 'NOT met'}"
+        f"call events out per pass: {events // loops}; per-core target >= 50,000 messages/s: "
+        f"{'met' if rate >= 50_000 else 'NOT met'}; load average {os.getloadavg()[0]:.1f}"
     )
     print(
         json.dumps(
