@@ -1422,6 +1422,9 @@ class CallTracker:
                     ch.bridge.members.remove(ch)
                 b.members.append(ch)
                 ch.bridge = b
+        # bridges whose destruction we missed while away
+        for bid in [b for b, br in self._bridges.items() if not br.members]:
+            del self._bridges[bid]
         if not new:
             return out
         # 3. the adopted calls: caller, what is up, what rings (no events: it already happened)

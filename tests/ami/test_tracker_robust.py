@@ -82,6 +82,7 @@ def test_resync_ends_calls_whose_channels_vanished() -> None:
     ]
     assert {e.at for e in out} == {50.0}
     assert t.live_calls() == []
+    assert t._bridges == {} and t._chans == {}  # nothing of the old picture is kept alive
     # late events of the vanished channels change nothing
     assert [e for at, m in up if at > 3.0 for e in t.feed(m, at)] == []
 
