@@ -18,9 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Protocol, get_args
 
-OutcomeKind = Literal[
-    "answered", "busy", "no-answer", "congestion", "failed", "machine", "handled"
-]
+OutcomeKind = Literal["answered", "busy", "no-answer", "congestion", "failed", "machine", "handled"]
 _KINDS = frozenset(get_args(OutcomeKind))
 
 
@@ -55,7 +53,9 @@ class Outcome:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(f"unknown outcome kind {self.kind!r}; expected one of {sorted(_KINDS)}")
+            raise ValueError(
+                f"unknown outcome kind {self.kind!r}; expected one of {sorted(_KINDS)}"
+            )
 
 
 class Pacer(Protocol):
@@ -190,7 +190,7 @@ class PredictiveTuning:
     #: realized abandonment rate aimed at, as a fraction of the cap (the rest is the margin)
     target_factor: float = 0.9
     #: step of the calibration loop per live answer (log of the forecast threshold)
-    eta: float = 0.05
+    eta: float = 0.3
     #: starting forecast threshold, and its bounds, as fractions of the cap
     threshold_init: float = 0.1
     threshold_min: float = 0.002
@@ -198,7 +198,7 @@ class PredictiveTuning:
     #: budget (in abandoned calls) kept in reserve: below it the pacer only takes near-zero risk
     reserve: float = 1.0
     #: budget above the reserve over which the threshold opens from nothing to full
-    ramp: float = 3.0
+    ramp: float = 2.0
     #: forecast threshold while the budget is thin but not spent (e.g. at shift start)
     floor_rate: float = 0.0002
     #: forgetting of the dial outcome statistics (dials) and of talk/wrap times (conversations)
@@ -224,9 +224,9 @@ class PredictivePacer:
 
     _DIAL_BIN = 0.5
     _TALK_STEP = 2.0
-    _TALK_ROWS = 901  # up to 30 min of talk; longer calls use the last row
+    _TALK_ROWS = 600  # up to 20 min of talk; longer calls use the last row
     _WRAP_STEP = 0.5
-    _WRAP_ROWS = 1201  # up to 10 min of wrap-up
+    _WRAP_ROWS = 600  # up to 5 min of wrap-up
 
     def __init__(
         self,
@@ -306,7 +306,7 @@ class PredictivePacer:
             if wrap is not None and wrap > 0.0:
                 self._wrap.add(wrap)
             self._handled_since_fit += 1
-            if self._handled_since_fit >= 20:
+            if self._handled_since_fit >= 50:
                 self._handled_since_fit = 0
                 self._maybe_rebuild_agent_tables()
             return
@@ -323,7 +323,7 @@ class PredictivePacer:
             self._live = [x * k for x in self._live]
             self._dial_w = 1.0
         self._dial_dirty += 1
-        if self._dial_dirty >= 10:
+        if self._dial_dirty >= 25:
             self._rebuild_dial_table()
 
     def _calibrate(self, abandoned: bool) -> None:
@@ -368,22 +368,26 @@ class PredictivePacer:
         tail = [0.0] * (nb + 1)
         for i in range(nb - 1, -1, -1):
             tail[i] = tail[i + 1] + self._all[i]
-        steps = [int(round(t / self._DIAL_BIN)) for t in self._checkpoints]
+        steps = [round(t / self._DIAL_BIN) for t in self._checkpoints]
+        last = cum_live[nb]
+        shifted = [cum_live[s:] + [last] * s for s in steps]
+        zeros = (0.0,) * (2 * self._k)
         rows: list[tuple[float, ...]] = []
         for i in range(nb):
             denom = tail[i]
             if denom <= 0.0:
-                qs = [0.0] * self._k
-            else:
-                base = cum_live[i]
-                qs = [(cum_live[min(i + s, nb)] - base) / denom for s in steps]
-            rows.append(tuple(qs) + tuple(q * (1.0 - q) for q in qs))
+                rows.append(zeros)
+                continue
+            base = cum_live[i]
+            inv = 1.0 / denom
+            qs = [(sh[i] - base) * inv for sh in shifted]
+            rows.append((*qs, *[q * (1.0 - q) for q in qs]))
         self._dial_rows = rows
 
     def _maybe_rebuild_agent_tables(self) -> None:
         p = self.talk_wrap_params
         old = self._table_params
-        if max(abs(a - b) for a, b in zip(p, old, strict=True)) > 0.02:
+        if max(abs(a - b) for a, b in zip(p, old, strict=True)) > 0.04:
             self._rebuild_agent_tables()
 
     def _rebuild_agent_tables(self) -> None:
@@ -391,8 +395,8 @@ class PredictivePacer:
         tmu, tsig, wmu, wsig = self.talk_wrap_params
         self._table_params = (tmu, tsig, wmu, wsig)
         offsets = [t + self.connect_deadline for t in self._checkpoints]
-        # wrap-up quantiles for the talk+wrap convolution (5-point equal-weight quadrature)
-        zs = (-1.2816, -0.5244, 0.0, 0.5244, 1.2816)
+        # wrap-up quantiles for the talk+wrap convolution (3-point equal-weight quadrature)
+        zs = (-0.9674, 0.0, 0.9674)
         wq = [math.exp(wmu + wsig * z) for z in zs]
         cdf = _lognormal_cdf
         talk_rows: list[tuple[float, ...]] = []
@@ -407,7 +411,7 @@ class PredictivePacer:
                     x = e + off - w
                     if x > e:
                         acc += cdf(x, tmu, tsig) - fe
-                p = min(max(acc / (5.0 * surv), 0.0), 1.0)
+                p = min(max(acc / (3.0 * surv), 0.0), 1.0)
                 ps.append(p)
             talk_rows.append(tuple(ps) + tuple(p * (1.0 - p) for p in ps))
         wrap_rows: list[tuple[float, ...]] = []
@@ -480,7 +484,7 @@ class PredictivePacer:
         sup = self.tuning.sup
 
         def within(n: float) -> bool:
-            limit = rate * (lives0 + n * qlast)
+            limit = rate * (lives0 + n * qlast) + 1e-9
             if sup:
                 mus = [mu[i] + n * qm[i] for i in checks]
                 vs = [var[i] + n * qv[i] for i in checks]

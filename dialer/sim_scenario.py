@@ -125,8 +125,15 @@ _TOP = {
 _MIX_KEYS = ("live", "machine", "busy", "failed", "congestion")
 
 
-def _num(table: dict[str, Any], key: str, where: str, default: float | None = None,
-         lo: float | None = None, hi: float | None = None, lo_open: bool = False) -> float:  # fmt: skip
+def _num(
+    table: dict[str, Any],
+    key: str,
+    where: str,
+    default: float | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+) -> float:
     name = f"{where}{key}"
     if key not in table:
         if default is None:

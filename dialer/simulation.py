@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from dialer.pacing import Floor, Outcome, Pacer, make_pacer
+from dialer.pacing import Floor, Outcome, OutcomeKind, Pacer, make_pacer
 from dialer.sim_scenario import Scenario, ScenarioError, load_scenario
 
 __all__ = [
@@ -41,7 +41,14 @@ __all__ = [
 _OUTCOME, _TALK_END, _WRAP_END, _DEADLINE, _LOGIN, _BREAK, _BREAK_END, _CHANGE = range(8)
 # call kinds
 _LIVE, _MACHINE, _BUSY, _FAILED, _CONGESTION, _NOANSWER = range(6)
-_KIND_NAMES = ("answered", "machine", "busy", "failed", "congestion", "no-answer")
+_KIND_NAMES: tuple[OutcomeKind, ...] = (
+    "answered",
+    "machine",
+    "busy",
+    "failed",
+    "congestion",
+    "no-answer",
+)
 # agent states
 _OFF, _READY, _TALK, _WRAP, _BREAK_ST = range(5)
 
@@ -79,9 +86,7 @@ def _lognormal_sampler(rng: random.Random, mean: float, sd: float) -> Callable[[
     return lambda: lv(mu, sigma)
 
 
-def simulate_day(
-    sc: Scenario, pacer: Pacer, seed: int, *, time_decide: bool = False
-) -> DayResult:
+def simulate_day(sc: Scenario, pacer: Pacer, seed: int, *, time_decide: bool = False) -> DayResult:
     """Run one day of ``sc`` with ``pacer`` (fresh per day) and the RNG seeded with ``seed``."""
     wall0 = time.perf_counter()
     rng = random.Random(seed)
@@ -210,6 +215,22 @@ def simulate_day(
         elif s == _WRAP:
             wrap_total += d
 
+    def sample_until(t: float) -> None:
+        """The over-the-day series: the floor sampled once a minute, a point per 15 minutes."""
+        nonlocal samp_busy, samp_ready, next_sample, next_series
+        while t >= next_sample:
+            samp_busy += len(talking) + len(wrapping)
+            samp_ready += len(ready)
+            next_sample += _SAMPLE_EVERY
+            if next_sample > next_series:
+                tot = samp_busy + samp_ready
+                series.append(
+                    (next_series / 3600.0, samp_busy / tot if tot else 0.0,
+                     abandoned / answered if answered else 0.0)
+                )  # fmt: skip
+                samp_busy = samp_ready = 0
+                next_series += 900.0
+
     last_decide = -1.0
     t = 0.0
     while True:
@@ -296,19 +317,8 @@ def simulate_day(
                     become_available(arg, t)
                 elif kind == _CHANGE:
                     shares = cum_shares(sc.changes[arg].at_hours)
-        # the over-the-day series: sample the floor once a minute
-        while t >= next_sample:
-            samp_busy += len(talking) + len(wrapping)
-            samp_ready += len(ready)
-            next_sample += _SAMPLE_EVERY
-            if next_sample > next_series:
-                tot = samp_busy + samp_ready
-                series.append(
-                    (next_series / 3600.0, samp_busy / tot if tot else 0.0,
-                     abandoned / answered if answered else 0.0)
-                )  # fmt: skip
-                samp_busy = samp_ready = 0
-                next_series += 900.0
+        if t >= next_sample:
+            sample_until(t)
         # ask the pacer
         floor = Floor(
             clock0 + t,
@@ -355,6 +365,7 @@ def simulate_day(
         dials += n
 
     # close the books at the end of the day
+    sample_until(day_end)
     for a in range(n_agents):
         close_state(a, day_end)
     busy_time = talk_total + wrap_total
@@ -367,7 +378,9 @@ def simulate_day(
             f"({abandoned} of {answered} live answers)"
         )
     idle_sorted = sorted(idle_per_connect)
-    p95 = idle_sorted[min(len(idle_sorted) - 1, int(0.95 * len(idle_sorted)))] if idle_sorted else 0.0
+    p95 = (
+        idle_sorted[min(len(idle_sorted) - 1, int(0.95 * len(idle_sorted)))] if idle_sorted else 0.0
+    )
     return DayResult(
         seed=seed,
         occupancy=occupancy,
