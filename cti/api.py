@@ -97,10 +97,16 @@ class Ctx:
     """What a handler may use: the request, the services, who calls, validated parameters."""
 
     request: web.Request
-    services: Services
+    services_: Services | None
     principal: Any
     params: Mapping[str, str]
     query: Any
+
+    @property
+    def services(self) -> Services:
+        if self.services_ is None:
+            raise RuntimeError("this application has no services (cti.services.SERVICES)")
+        return self.services_
 
     @property
     def role(self) -> str | None:
@@ -320,7 +326,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                     "the request body is invalid",
                     _validation_fields(e, "body"),
                 )
-        ctx = Ctx(request, request.app[SERVICES], principal, path_values, query)
+        ctx = Ctx(request, request.app.get(SERVICES), principal, path_values, query)
         try:
             result = await route.handler(ctx, body)
         except ApiError as e:
