@@ -431,3 +431,30 @@ def test_damaged_real_traces_keep_the_invariants(name: str, edits: list[tuple[st
     results = [e["action_id"] for e in events if e["event"] == "originate_result"]
     assert len(results) == len(set(results))
     json.dumps(events)
+
+
+def test_state_does_not_grow_over_many_calls() -> None:
+    """One tracker for a long-lived link: finished calls leave nothing behind but the bounded
+    memory of recent channels."""
+    msgs = [m for _, m in read_trace(TRACES / "10-burst-50-originates.ami")]
+    t = lab()
+    for rnd in range(5):
+        for i, m in enumerate(msgs):
+            # each round is a fresh set of calls: make ids unique as Asterisk would
+            t.feed({k: (f"{v}r{rnd}" if k in UNIQUE_KEYS else v) for k, v in m.items()}, rnd + i)
+    assert t._chans == {} and t._calls == {} and t._bridges == {} and t._pending == []
+    assert len(t._grave) <= 4096 and t.stats.errors == 0
+    assert t.stats.events == 5 * 100
+
+
+UNIQUE_KEYS = {
+    "Uniqueid",
+    "Linkedid",
+    "DestUniqueid",
+    "DestLinkedid",
+    "LocalOneUniqueid",
+    "LocalTwoUniqueid",
+    "LocalOneLinkedid",
+    "LocalTwoLinkedid",
+    "ActionID",
+}
