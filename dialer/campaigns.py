@@ -11,13 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.db import make_sessionmaker
 from dialer.compliance import CallingWindow, ComplianceError
-from dialer.models import Campaign, Lead
+from dialer.models import Attempt, Callback, Campaign, Lead
 from dialer.retry import RetryPolicy
 
 
@@ -146,6 +147,16 @@ class CampaignService:
             c.updated_at = self._clock()
         await self._changed(c)
         return campaign_view(c)
+
+    async def delete(self, name: str) -> None:
+        """Remove a stopped campaign with its leads, attempts and callbacks."""
+        async with self._sessions() as s, s.begin():
+            c = await self._get(s, name)
+            if c.state != "stopped":
+                raise CampaignError(f"campaign {name!r} is {c.state}: stop it first")
+            for model in (Callback, Attempt, Lead):
+                await s.execute(sa_delete(model).where(model.campaign_id == c.id))
+            await s.delete(c)
 
     async def _changed(self, c: Campaign) -> None:
         if self._on_change is not None:

@@ -56,6 +56,7 @@ from ami.events import (
 )
 from crm_bridge.db import make_sessionmaker
 from dialer.agent_log import AgentLog
+from dialer.campaigns import CampaignService
 from dialer.leads import ClaimedLead, ContactCheck, LeadStore, next_day_start
 from dialer.models import Attempt, Campaign
 from dialer.pacing import Floor, Outcome, make_pacer
@@ -166,8 +167,10 @@ class Dialer:
         agent_views: AgentViews | None = None,
         agent_log: bool = True,
     ) -> None:
-        self._engine = engine
+        self._engine = self.engine = engine
         self._sessions = make_sessionmaker(engine)
+        #: campaign CRUD whose changes reach this engine at once (API, CLI in-process)
+        self.campaigns = CampaignService(engine, on_change=self.campaign_changed, clock=clock)
         self.settings = settings
         self._originate = originate
         self._agents_of_queue = agents_of_queue
@@ -483,6 +486,14 @@ class Dialer:
             log.warning("safe-harbor redirect failed", attempt=f.attempt_id, error=str(e))
 
     # ---- agent-first calls: callbacks and previews ----------------------------------------
+
+    def attach_agents(self, agent_view: AgentLookup, agent_views: AgentViews) -> None:
+        """Late wiring of the agent registry (when the composition root built the dialer
+        without it): needed for agent callbacks and previews."""
+        if self._agent_view is None:
+            self._agent_view = agent_view
+        if self._agent_views is None:
+            self._agent_views = agent_views
 
     def _view(self, agent: str) -> Any:
         return None if self._agent_view is None else self._agent_view(agent)
