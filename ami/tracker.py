@@ -374,6 +374,7 @@ class CallTracker:
             "Cdr": self._on_cdr,
             "Rename": self._on_rename,
             "Newexten": self._on_newexten,
+            "Pickup": self._on_pickup,
         }
 
     # ------------------------------------------------------------------ public API
@@ -1090,6 +1091,17 @@ class CallTracker:
             exten = m.get("Exten")
             if exten and exten != "s":
                 ch.exten = exten
+        return None
+
+    def _on_pickup(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:
+        # the ringing phone was picked up by another one: its ringing ends here (Asterisk then
+        # swaps the two channels' identities and hangs up the picked one)
+        target = self._chan_by(m, "Target")
+        if target is None:
+            return None
+        t = self._target_of(target)
+        if t is not None and t.ring_open:
+            return self._end_ring(t, "pickup", at, m)
         return None
 
     def _on_rename(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:

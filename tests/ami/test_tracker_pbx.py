@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from ami.events import CallEvent
 from ami.tracker import CallTracker
 
@@ -448,7 +450,11 @@ def test_call_forward_rings_the_new_target() -> None:
     ]
 
 
-def test_pickup_callee_is_the_picking_phone() -> None:
+@pytest.mark.parametrize("masquerade", [True, False])
+def test_pickup_callee_is_the_picking_phone(masquerade: bool) -> None:
+    """300 picks up 200's ringing. Asterisk 12+ swaps the identities of the picking channel and
+    the picked one (masquerade): the dial then ends on the picker's channel and the picked
+    channel hangs up as a zombie; older versions end the dial on the picked channel."""
     p = Pbx()
     p.new(P100, num="100", exten="200", state=4)
     p.state(P100, 6)
@@ -456,21 +462,25 @@ def test_pickup_callee_is_the_picking_phone() -> None:
     p.dial(P100, P200)
     p.state(P200, 5)
     p.tick(2)
-    # phone 300 dials *8 and picks the call up
     p.new(P300, num="300", exten="*8", state=4)
     p.state(P300, 6)
     p.send("Pickup", **p.snap(P300), **p.snap(P200, "Target"))
-    p.dialend(P100, P200, "ANSWER")
-    p.hangup(P200, 26)
+    if masquerade:
+        p.dialend(P100, P300, "ANSWER")
+        p.ch[P200].name = P200 + "<ZOMBIE>"
+        p.hangup(P200, 16)
+    else:
+        p.dialend(P100, P200, "ANSWER")
+        p.hangup(P200, 26)
     p.bridge("b1", P100, P300)
     p.tick(10)
     p.hangup(P300, 16)
     p.hangup(P100, 16)
     assert p.compact() == [
         ("ringing", P100, (P200,)),
-        ("ringing_end", (P200,), "answer"),
+        ("ringing_end", (P200,), "pickup"),
         ("up", P100, P300),
-        ("hangup", P100, "completed", 16),
+        ("hangup", P100, "completed", 16),  # one hangup: the picking phone's own call is absorbed
     ]
 
 
