@@ -206,6 +206,8 @@ class PredictiveTuning:
     handled_half_life: float = 300.0
     #: forecast the running maximum of the shortfall (True) or its worst single checkpoint
     sup: bool = True
+    #: weight of the agents' own uncertainty in the forecast variance
+    agent_variance: float = 1.0
 
 
 class PredictivePacer:
@@ -472,7 +474,8 @@ class PredictivePacer:
         waiting = float(floor.waiting)
         # excess of live answers over free agents, per checkpoint: mean and variance
         mu = [waiting + dial[i] - ready - talk[i] - wrap[i] for i in range(k)]
-        var = [dial[k + i] + talk[k + i] + wrap[k + i] for i in range(k)]
+        av = self.tuning.agent_variance
+        var = [dial[k + i] + av * (talk[k + i] + wrap[k + i]) for i in range(k)]
         q0 = self._dial_rows[0]
         qm = q0[:k]
         qv = q0[k:]
@@ -484,7 +487,7 @@ class PredictivePacer:
         sup = self.tuning.sup
 
         def within(n: float) -> bool:
-            limit = rate * (lives0 + n * qlast) + 1e-9
+            limit = rate * (lives0 + n * qlast + 0.5)
             if sup:
                 mus = [mu[i] + n * qm[i] for i in checks]
                 vs = [var[i] + n * qv[i] for i in checks]

@@ -203,9 +203,9 @@ def test_learns_talk_and_wrap_times() -> None:
 def test_agents_about_to_free_up_are_dialed_for() -> None:
     pacer = make_pacer("predictive")
     feed(pacer, random.Random(7), 3000)
-    long_talks = busy_floor(ready=0, dialing=(), wrapping=(), talking=(5.0,) * 10)
-    ending = busy_floor(ready=0, dialing=(), wrapping=(30.0,) * 10, talking=())
-    assert pacer.decide(ending) > pacer.decide(long_talks)
+    long_talks = busy_floor(ready=3, dialing=(), wrapping=(), talking=(5.0,) * 10)
+    ending = busy_floor(ready=3, dialing=(), wrapping=(30.0,) * 10, talking=())
+    assert pacer.decide(ending) > 3 * pacer.decide(long_talks) >= 9
 
 
 def test_abandonments_make_it_more_careful() -> None:
