@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,8 +38,11 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     or_,
     select,
+    text,
+    union_all,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, Row, RowMapping
@@ -140,6 +144,7 @@ _STD_FIELDS: dict[str, int | None] = {
 _DERIVED = ("name_key", "name_rkey")
 _LANG_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _IDTYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PHONEISH_RE = re.compile(r"^[+0-9 ()./\-]{3,}$")
 _DEFS_TTL = 10.0
 
@@ -399,6 +404,38 @@ _Q_EXTIDS = _Prepared(
     .where(external_id_t.c.customer_id == bindparam("c"))
     .order_by(external_id_t.c.id_type, external_id_t.c.value)
 )
+#: phones, e-mails and external ids of one customer in one round trip
+_Q_CONTACTS = _Prepared(
+    union_all(
+        select(
+            literal("p").label("k"),
+            phone_t.c.e164.label("a"),
+            phone_t.c.raw.label("b"),
+            phone_t.c.kind.label("c"),
+            phone_t.c.extension.label("d"),
+            phone_t.c.position.label("pos"),
+            phone_t.c.id.label("rid"),
+        ).where(phone_t.c.customer_id == bindparam("c")),
+        select(
+            literal("e"),
+            email_t.c.email,
+            literal(""),
+            literal(""),
+            literal(""),
+            email_t.c.position,
+            email_t.c.id,
+        ).where(email_t.c.customer_id == bindparam("c")),
+        select(
+            literal("x"),
+            external_id_t.c.id_type,
+            external_id_t.c.value,
+            literal(""),
+            literal(""),
+            literal(0),
+            external_id_t.c.id,
+        ).where(external_id_t.c.customer_id == bindparam("c")),
+    ).order_by(text("1"), text("6"), text("7"))
+)
 _Q_CUSTOM = _Prepared(
     select(
         custom_value_t.c.field_id,
@@ -457,6 +494,7 @@ class BuiltinCrm:
         self._defs_by_id: dict[int, FieldDef] = {}
         self._defs_loaded = -1e18
         self._candidate_limit = settings.max_candidates
+        self._normalize_cached = lru_cache(maxsize=16384)(self._normalize_uncached)
         #: absolute monotonic deadline of the read running on the inline SQLite reader
         self._deadline = float("inf")
         self._reader: Engine | None = self._make_reader() if self._sqlite else None
@@ -577,9 +615,20 @@ class BuiltinCrm:
         return p.e164, p.extension
 
     def _normalize_lookup_number(self, raw: str) -> str | None:
+        """E.164 for a lookup, or None. Canonical E.164 input is taken as is (a number that
+        is not valid simply matches nothing: every stored number was validated); other
+        forms go through the normalizer, memoized because callers call again."""
+        text = raw.strip()
+        if _E164_RE.match(text):
+            return text
+        return self._normalize_cached(text)
+
+    def _normalize_uncached(self, text: str) -> str | None:
         try:
             return parse_phone(
-                raw, region=self._settings.default_region, default_area=self._settings.default_area
+                text,
+                region=self._settings.default_region,
+                default_area=self._settings.default_area,
             ).e164
         except InvalidNumber:
             return None
@@ -777,12 +826,18 @@ class BuiltinCrm:
     def _card_sync(self, rd: _Reader, c: Any) -> CustomerCard:
         cid = c["id"]
         p = {"c": cid}
-        phones = tuple(
-            PhoneView(e164=r.e164, raw=r.raw, kind=r.kind, extension=r.extension)
-            for r in rd.all(_Q_PHONES, p)
-        )
-        emails = tuple(r.email for r in rd.all(_Q_EMAILS, p))
-        ext = tuple((r.id_type, r.value) for r in rd.all(_Q_EXTIDS, p))
+        phone_list: list[PhoneView] = []
+        email_list: list[str] = []
+        ext_list: list[tuple[str, str]] = []
+        for r in rd.all(_Q_CONTACTS, p):
+            if r.k == "p":
+                phone_list.append(PhoneView(e164=r.a, raw=r.b, kind=r.c, extension=r.d))
+            elif r.k == "e":
+                email_list.append(r.a)
+            else:
+                ext_list.append((r.a, r.b))
+        phones, emails = tuple(phone_list), tuple(email_list)
+        ext = tuple(sorted(ext_list))
         defs = self._defs_cached()
         custom: dict[str, Any] = dict.fromkeys(defs)
         if defs:
