@@ -996,7 +996,7 @@ class BuiltinCrm:
 
     # ------------------------------------------------------------------ customers
 
-    def _clean_std(self, fields: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+    def _clean_std(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, value in fields.items():
             limit = _STD_FIELDS[name]
@@ -1038,8 +1038,7 @@ class BuiltinCrm:
                 "vip": data.vip,
                 "language": data.language,
                 "time_zone": data.time_zone,
-            },
-            creating=True,
+            }
         )
         phones = self._clean_phones(data.phones)
         emails = self._clean_emails(data.emails)
@@ -1197,7 +1196,7 @@ class BuiltinCrm:
         cid = _pk(customer_id, "customer")
         std_in = {k: v for k, v in fields.items() if k in _STD_FIELDS}
         custom_in = {k: v for k, v in fields.items() if k not in _STD_FIELDS}
-        std = self._clean_std(std_in, creating=False)
+        std = self._clean_std(std_in)
         async with self._tx() as conn:
             before_row = await self._require_customer(conn, cid)
             defs = await self._field_defs(conn)
@@ -1811,7 +1810,7 @@ class BuiltinCrm:
         self, conn: AsyncConnection, queue: str, campaign: str
     ) -> list[DispositionView] | None:
         """The most specific configured list (campaign, else queue, else global); None when
-        no list is configured anywhere (then any code is accepted)."""
+        no list applies to this queue/campaign (then any code is accepted)."""
         rows = (
             (
                 await conn.execute(
@@ -1836,9 +1835,6 @@ class BuiltinCrm:
             .mappings()
             .all()
         )
-        any_configured = (
-            await conn.execute(select(disposition_t.c.id).limit(1))
-        ).first() is not None
         for kind, name in (("campaign", campaign), ("queue", queue), ("", "")):
             if kind and not name:
                 continue
@@ -1854,7 +1850,7 @@ class BuiltinCrm:
                     )
                     for r in sel
                 ]
-        return [] if any_configured and rows else (None if not any_configured else [])
+        return None
 
     async def dispositions(self, *, queue: str = "", campaign: str = "") -> list[DispositionView]:
         async with self._engine.connect() as conn:

@@ -503,3 +503,28 @@ async def test_identify_after_linking(crm: BuiltinCrm) -> None:
     assert len(more.phones) == 2 and more.emails == ("n@c.de",)
     r = await crm.identify(Identity(ivr={"card": "77"}))
     assert r.status == "one" and r.card is not None and r.card.id == card.id
+
+
+async def test_disposition_lists_by_scope(crm: BuiltinCrm) -> None:
+    def rec(call: str, **kw: str) -> InteractionRecord:
+        return InteractionRecord(call_id=call, direction="inbound", offered_at=T0, **kw)
+
+    free = await crm.record_interaction(rec("f1", queue="support"))
+    # nothing configured for support: any code is accepted
+    assert (await crm.update_interaction(free, actor="a", disposition="whatever")).disposition
+    await crm.set_dispositions(
+        ["sale", "lost"], scope_kind="campaign", scope="spring", actor="admin"
+    )
+    await crm.set_dispositions(["solved", "escalated"], actor="admin")  # global
+    camp = await crm.record_interaction(rec("c1", queue="support", campaign="spring"))
+    with pytest.raises(ValidationFailed):
+        await crm.update_interaction(camp, actor="a", disposition="solved")
+    assert (await crm.update_interaction(camp, actor="a", disposition="sale")).disposition == "sale"
+    other = await crm.record_interaction(rec("o1", queue="support"))
+    with pytest.raises(ValidationFailed, match="solved"):
+        await crm.update_interaction(other, actor="a", disposition="sale")
+    assert [d.code for d in await crm.dispositions(queue="support")] == ["solved", "escalated"]
+    with pytest.raises(ValidationFailed, match="twice"):
+        await crm.set_dispositions(["a", "a"], actor="admin")
+    with pytest.raises(ValidationFailed):
+        await crm.set_dispositions(["a"], scope_kind="queue", actor="admin")
