@@ -506,7 +506,7 @@ async def test_identify_after_linking(crm: BuiltinCrm) -> None:
 
 
 async def test_disposition_lists_by_scope(crm: BuiltinCrm) -> None:
-    def rec(call: str, **kw: str) -> InteractionRecord:
+    def rec(call: str, **kw: Any) -> InteractionRecord:
         return InteractionRecord(call_id=call, direction="inbound", offered_at=T0, **kw)
 
     free = await crm.record_interaction(rec("f1", queue="support"))
