@@ -151,7 +151,10 @@ def test_negative_or_odd_elapsed_times_do_not_crash() -> None:
     assert n >= 0
 
 
-@settings(max_examples=150, deadline=None)
+_SHARED = make_pacer("predictive")
+
+
+@settings(max_examples=120, deadline=None)
 @given(
     ready=st.integers(0, 120),
     talking=st.lists(st.floats(0, 5000), max_size=100),
@@ -162,7 +165,7 @@ def test_negative_or_odd_elapsed_times_do_not_crash() -> None:
     abandoned=st.integers(0, 5_000),
 )
 def test_decide_is_never_negative(ready, talking, wrapping, dialing, waiting, answered, abandoned):
-    pacer = make_pacer("predictive")
+    pacer = _SHARED
     floor = Floor(T0, ready, tuple(wrapping), tuple(talking), tuple(dialing), waiting, answered,
                   abandoned)  # fmt: skip
     n = pacer.decide(floor)
