@@ -217,9 +217,15 @@ class PredictivePacer:
     their variances: live answers by ``t`` (calls waiting, in-flight calls conditioned on how
     long they have rung, and ``n`` new calls; from learned hit rate and ring-time histogram) and
     agents free by ``t + connect_deadline`` (ready agents; wrapping and talking agents from
-    lognormal talk/wrap fits, conditioned on the time already spent). The expected excess of
-    the first over the second (normal approximation, worst checkpoint) is the forecast of
-    abandoned calls; ``n`` is the largest keeping it under ``rate * expected lives``.
+    lognormal talk/wrap fits, conditioned on the time already spent). The expected running
+    maximum of the first minus the second (normal approximation) is the forecast of abandoned
+    calls; ``n`` is the largest keeping it under ``threshold * expected lives``.
+
+    The threshold is calibrated in closed loop from the abandoned flag of answered outcomes
+    (see ``_calibrate``) so that the realized rate settles at ``target_factor`` of the cap,
+    and it is scaled down to nothing as the budget left in the window shrinks to the reserve;
+    with the budget spent the pacer is exactly progressive. At shift start (nothing answered
+    yet) only near-zero-risk over-dialing is allowed until the budget has been earned.
     """
 
     mode = "predictive"
