@@ -3,7 +3,8 @@
 Mounted by `cti.api.setup` (this module is listed in `ROUTER_MODULES` and exposes `router`).
 Campaign management, lead import, callbacks ledger and statistics need the supervisor (or
 admin) role; scheduling a callback on a lead and the preview flow are open to agents, who act
-only for themselves. With the dialer disabled every endpoint answers 503.
+only for themselves. With the dialer disabled every endpoint answers 409 `dialer_disabled`
+(a state of this server, not a failure of it).
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class HistoryOut(BaseModel):
 def _dialer(ctx: Ctx) -> Any:
     d = ctx.services.dialer
     if d is None:
-        raise ApiError(503, "dialer_disabled", "the dialer is not enabled (dialer.enabled)")
+        raise ApiError(409, "dialer_disabled", "the dialer is not enabled (dialer.enabled)")
     agents = ctx.services.agents
     d.attach_agents(agents.view, agents.views)  # no-op once the composition root does it
     return d
@@ -332,7 +333,13 @@ def _parse_day(text: str, field: str, end: bool) -> float:
 # --------------------------------------------------------------------------- campaigns
 
 
-@router.get("/api/dialer/campaigns", summary="All campaigns", roles=STAFF, response=CampaignsOut)
+@router.get(
+    "/api/dialer/campaigns",
+    summary="All campaigns",
+    roles=STAFF,
+    response=CampaignsOut,
+    errors=(409,),
+)
 async def list_campaigns(ctx: Ctx, body: None) -> CampaignsOut:
     rows = await _dialer(ctx).campaigns.list()
     return CampaignsOut.model_validate({"campaigns": rows})
@@ -345,7 +352,7 @@ async def list_campaigns(ctx: Ctx, body: None) -> CampaignsOut:
     body=CampaignSpec,
     response=CampaignOut,
     status=201,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def create_campaign(ctx: Ctx, body: CampaignSpec) -> CampaignOut:
     try:
@@ -361,7 +368,7 @@ async def create_campaign(ctx: Ctx, body: CampaignSpec) -> CampaignOut:
     summary="One campaign",
     roles=STAFF,
     response=CampaignOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def get_campaign(ctx: Ctx, body: None) -> CampaignOut:
     try:
@@ -376,7 +383,7 @@ async def get_campaign(ctx: Ctx, body: None) -> CampaignOut:
     roles=STAFF,
     body=CampaignPatch,
     response=CampaignOut,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def update_campaign(ctx: Ctx, body: CampaignPatch) -> CampaignOut:
     changes = body.model_dump(exclude_unset=True)
@@ -393,7 +400,7 @@ async def update_campaign(ctx: Ctx, body: CampaignPatch) -> CampaignOut:
     "/api/dialer/campaigns/{name}",
     summary="Delete a stopped campaign with its leads",
     roles=STAFF,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def delete_campaign(ctx: Ctx, body: None) -> None:
     try:
@@ -416,7 +423,7 @@ async def _set_state(ctx: Ctx, state: Literal["running", "paused", "stopped"]) -
     summary="Start dialling",
     roles=STAFF,
     response=CampaignOut,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def start_campaign(ctx: Ctx, body: None) -> CampaignOut:
     return await _set_state(ctx, "running")
@@ -427,7 +434,7 @@ async def start_campaign(ctx: Ctx, body: None) -> CampaignOut:
     summary="Pause (calls in flight finish)",
     roles=STAFF,
     response=CampaignOut,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def pause_campaign(ctx: Ctx, body: None) -> CampaignOut:
     return await _set_state(ctx, "paused")
@@ -438,7 +445,7 @@ async def pause_campaign(ctx: Ctx, body: None) -> CampaignOut:
     summary="Stop (calls in flight finish)",
     roles=STAFF,
     response=CampaignOut,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def stop_campaign(ctx: Ctx, body: None) -> CampaignOut:
     return await _set_state(ctx, "stopped")
@@ -449,7 +456,7 @@ async def stop_campaign(ctx: Ctx, body: None) -> CampaignOut:
     summary="Import leads: the request body is the CSV file (text/csv)",
     roles=STAFF,
     response=ImportOut,
-    errors=(404, 413, 422, 503),
+    errors=(404, 409, 413, 422),
 )
 async def import_campaign_leads(ctx: Ctx, body: None) -> ImportOut:
     """Columns: phone (required), phone2.., name, ref, time_zone, priority, anything else
@@ -491,7 +498,7 @@ async def import_campaign_leads(ctx: Ctx, body: None) -> ImportOut:
     summary="Lead counts by state",
     roles=STAFF,
     response=LeadCountsOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def lead_counts(ctx: Ctx, body: None) -> LeadCountsOut:
     d = _dialer(ctx)
@@ -513,7 +520,7 @@ async def lead_counts(ctx: Ctx, body: None) -> LeadCountsOut:
     body=CallbackIn,
     response=CallbackOut,
     status=201,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def schedule_lead_callback(ctx: Ctx, body: CallbackIn) -> CallbackOut:
     """Agents schedule for themselves (`for_me`) or for anyone; supervisors may name the
@@ -588,7 +595,7 @@ async def _campaign_id(d: Any, name: str) -> int:
     summary="The callback ledger (agents see their own)",
     query=CallbacksQuery,
     response=CallbacksOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def list_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     return await _callbacks(ctx, (), False)
@@ -600,7 +607,7 @@ async def list_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     roles=STAFF,
     query=CallbacksQuery,
     response=CallbacksOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def missed_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     return await _callbacks(ctx, ("pending", "fallback", "missed"), True)
@@ -615,7 +622,7 @@ async def missed_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     roles=ANY_ROLE,
     query=PreviewQuery,
     response=PreviewOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def preview_next(ctx: Ctx, body: None) -> PreviewOut | None:
     agent = ctx.require_agent()
@@ -628,7 +635,7 @@ async def preview_next(ctx: Ctx, body: None) -> PreviewOut | None:
     "/api/dialer/preview/{lead_id}/dial",
     summary="Dial my previewed lead (my phone rings first)",
     response=DialOut,
-    errors=(409, 503),
+    errors=(409,),
 )
 async def preview_dial(ctx: Ctx, body: None) -> DialOut:
     agent = ctx.require_agent()
@@ -645,7 +652,7 @@ async def preview_dial(ctx: Ctx, body: None) -> DialOut:
 @router.post(
     "/api/dialer/preview/{lead_id}/skip",
     summary="Skip my previewed lead (it comes back later)",
-    errors=(503,),
+    errors=(409,),
 )
 async def preview_skip(ctx: Ctx, body: None) -> None:
     agent = ctx.require_agent()
@@ -663,7 +670,7 @@ async def preview_skip(ctx: Ctx, body: None) -> None:
     summary="Live time accounting per agent (today)",
     roles=STAFF,
     response=AgentsStatsOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def stats_agents(ctx: Ctx, body: None) -> AgentsStatsOut:
     d = _dialer(ctx)
@@ -677,7 +684,7 @@ async def stats_agents(ctx: Ctx, body: None) -> AgentsStatsOut:
     summary="Live figures of every campaign",
     roles=STAFF,
     response=CampaignsStatsOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def stats_campaigns(ctx: Ctx, body: None) -> CampaignsStatsOut:
     d = _dialer(ctx)
@@ -690,7 +697,7 @@ async def stats_campaigns(ctx: Ctx, body: None) -> CampaignsStatsOut:
     summary="Live figures of one campaign",
     roles=STAFF,
     response=CampaignStatsOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def stats_campaign(ctx: Ctx, body: None) -> CampaignStatsOut:
     figs = await stats.campaign_figures(_dialer(ctx), ctx.params["name"])
@@ -705,7 +712,7 @@ async def stats_campaign(ctx: Ctx, body: None) -> CampaignStatsOut:
     roles=STAFF,
     query=HistoryQuery,
     response=HistoryOut,
-    errors=(503,),
+    errors=(409,),
 )
 async def stats_history(ctx: Ctx, body: None) -> HistoryOut:
     """`from`/`to`: dates (YYYY-MM-DD, whole days in UTC, `to` included) or ISO times."""
