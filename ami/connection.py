@@ -364,9 +364,15 @@ class AmiLink:
             waiter.set_result(False)
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Python 3.11's wait_for swallows a cancel that races with its inner future
+            # finishing (a login answer arriving as we stop), so cancel until it is gone,
+            # aborting the socket so that nothing inside can wait for the peer.
+            if proto is not None and not proto.closed:
+                proto.abort()
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=0.5)
+            proto = self._proto
         if proto is not None and not proto.closed:
             proto.abort()
             with contextlib.suppress(TimeoutError):
@@ -473,10 +479,16 @@ class AmiLink:
                 self._proto = proto
                 await self._login(proto)
                 await self._resync(proto)
+                if self._stopping:  # stop() raced with the login: do not come up
+                    return
             except _AuthFailed as exc:
+                if self._stopping:
+                    return
                 self.stats.auth_failures += 1
                 self._set_state("auth_failed", username=s.username, reason=str(exc))
             except (OSError, TimeoutError, AmiError, _LinkDropped) as exc:
+                if self._stopping:  # stop() aborted the socket under us
+                    return
                 self._set_state("backoff", reason=_reason(exc))
             else:
                 up_since = loop.time()
@@ -597,7 +609,7 @@ class AmiLink:
         """Return when the connection is gone: closed by the peer, or dropped by us because
         a Ping was not answered in time (a silent peer)."""
         s = self.settings
-        while not proto.closed:
+        while not proto.closed and not self._stopping:
             try:
                 await asyncio.wait_for(asyncio.shield(proto.lost), s.ping_interval)
                 return

@@ -199,7 +199,6 @@ class Daemon:
         bus = services.bus
         feed = tracker.feed
         publish = bus.publish
-        slog = log.bind(server=server.name)
 
         def on_message(msg: dict[str, str], at: float) -> None:
             for ev in feed(msg, at):
@@ -210,10 +209,8 @@ class Daemon:
                 publish(ev)
             services.agents.apply_queue_status(r.queue_members, server=server.name)
 
-        def on_state(state: str) -> None:
-            slog.info("ami link", state=state)
-
-        link = AmiLink(server, on_message=on_message, on_resync=on_resync, on_state=on_state)
+        # the link logs its own state changes (once each); nothing to add here
+        link = AmiLink(server, on_message=on_message, on_resync=on_resync)
         services.links[server.name] = link
         services.trackers[server.name] = tracker
 
@@ -256,13 +253,21 @@ class Daemon:
         )
 
     async def _tick(self) -> None:
+        """Once a second: wrap-up timers, and originate results the tracker holds back for
+        evidence (a failed Originate on a quiet link must still be reported)."""
         while True:
             await asyncio.sleep(1.0)
-            if self.services is not None:
-                try:
-                    self.services.agents.tick(time.time())
-                except Exception:
-                    log.exception("agent tick failed")
+            services = self.services
+            if services is None:
+                continue
+            now = time.time()
+            try:
+                services.agents.tick(now)
+                for tracker in services.trackers.values():
+                    for ev in tracker.expire(now):
+                        services.bus.publish(ev)
+            except Exception:
+                log.exception("tick failed")
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -541,3 +541,35 @@ async def test_resync_that_never_completes_times_out_and_retries(ami: FakeAmi) -
         assert len(rec.resyncs) == 1
     finally:
         await link.stop()
+
+
+async def test_stop_racing_the_login_answer_never_hangs() -> None:
+    """Regression: a stop() that lands while the login/resync answers are arriving used to be
+    swallowed by Python 3.11's wait_for, leaving the link up with nobody to stop it. The PBX
+    simulator answers as fast as Asterisk, which is what exposed it."""
+    from ami.settings import SimulatorSettings
+    from ami.simulator import PbxSimulator
+
+    sim = PbxSimulator(SimulatorSettings(port=0, inbound_per_minute=0, secret=SecretStr("s")))
+    await sim.start()
+    before = other_tasks()
+    try:
+        for i in range(40):
+            rec = Recorder()
+            settings = make_settings(sim.port, connect_timeout=5.0).model_copy(
+                update={"username": "cti", "secret": SecretStr("s")}
+            )
+            link = rec.link(settings)
+            await link.start()
+            for _ in range(i % 8):  # land anywhere in connect, login or resync
+                await asyncio.sleep(0)
+            t0 = time.monotonic()
+            async with asyncio.timeout(5):  # the bug this guards against hung forever
+                await link.stop()
+            assert time.monotonic() - t0 < 1.5, f"stop took too long at step {i}"
+            assert not rec.states or rec.states[-1] == "stopped"
+            assert not link.connected
+        await asyncio.sleep(0.05)
+        assert {t for t in other_tasks() - before if not t.get_name().startswith("sim")} == set()
+    finally:
+        await sim.stop()
