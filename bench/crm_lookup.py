@@ -100,11 +100,14 @@ async def _lookups(
     return out
 
 
-def _import_child(csv_path: Path, url: str) -> tuple[float, float, str]:
-    """Run `cti crm import` as a child; (rows/s it reports, its peak RSS in MiB, stderr)."""
+def _import_child(csv_path: Path, url: str) -> tuple[float, float, float, str]:
+    """Run `cti crm import` as a child.
+
+    Returns (rows/s it reports, its peak RSS in MiB, its CPU seconds (all threads), stderr).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CTI_")}
     env.update({"CTI_CRM__URL": url, "CTI_CRM__DEFAULT_AREA": "30", "CTI_LOG__FORMAT": "json"})
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, "-m", "cti.cli", "crm", "import", str(csv_path), "--no-progress"],
         env=env,
@@ -113,12 +116,13 @@ def _import_child(csv_path: Path, url: str) -> tuple[float, float, str]:
         timeout=3600,
         check=False,
     )
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"import failed ({proc.returncode}): {proc.stderr[-2000:]}")
     m = re.search(r"\(([\d,]+) rows/s\)", proc.stderr)
     rate = float(m.group(1).replace(",", "")) if m else 0.0
-    return rate, max(peak, before) / 1024, proc.stderr.strip()
+    return rate, r1.ru_maxrss / 1024, cpu, proc.stderr.strip()
 
 
 async def main() -> None:
@@ -142,7 +146,7 @@ async def main() -> None:
         gen_s = time.perf_counter() - t0
         imp_url = f"sqlite+aiosqlite:///{work / 'import.db'}"
         await migrate(imp_url)
-        rate, rss_mb, summary = _import_child(csv_path, imp_url)
+        rate, rss_mb, cpu_s, summary = _import_child(csv_path, imp_url)
         print(f"import: {summary.splitlines()[-1] if summary else ''}")
 
         # --- seed -------------------------------------------------------------------------
@@ -177,6 +181,7 @@ async def main() -> None:
         ("identify by IVR account p50", f"{_pct(lat['ivr'], 50):.3f} ms", f"n={len(lat['ivr']):,}"),
         ("identify by IVR account p99", f"{_pct(lat['ivr'], 99):.3f} ms", ""),
         ("import (cti crm import)", f"{rate:,.0f} rows/s", f"{args.import_rows:,} rows"),
+        ("  import CPU time", f"{cpu_s:,.1f} s", f"{cpu_s / args.import_rows * 1e6:,.0f} us/row"),
         ("  import peak RSS", f"{rss_mb:,.0f} MiB", f"CSV written in {gen_s:.1f} s"),
     ]  # fmt: skip
     w = max(len(r[0]) for r in rows)
@@ -193,6 +198,8 @@ async def main() -> None:
                 "customers": seeded.customers,
                 "import_rows": args.import_rows,
                 "import_peak_rss_mib": round(rss_mb),
+                "import_cpu_us_per_row": round(cpu_s / args.import_rows * 1e6),
+                "load_avg_1m": round(os.getloadavg()[0], 2),
                 "seed_customers_per_s": round(seeded.customers / seeded.seconds),
             }
         )
