@@ -1,0 +1,473 @@
+"""Screen-pop latency benchmark (issue 4).
+
+Three processes, so that nothing measured shares an event loop with what measures it:
+
+* the PBX simulator (`ami.simulator.PbxSimulator`) over TCP, offering new inbound calls at a
+  fixed rate to queues of agents; its `on_agent_ringing` hook records when each ringing
+  event has been written to the CTI's socket (`time.monotonic()`);
+* the CTI daemon under test (`cti.app.running_daemon`, this process): a SQLite CRM seeded with
+  the customers (`crm_bridge.seed`, cached between runs), the AMI link to the simulator, the
+  tracker, the pop router with the real CRM lookup, the hub and the websockets;
+* the agents' clients: one asyncio loop holding every websocket; each records when a `pop`
+  arrives (`time.monotonic()`, the same clock across processes on Linux) and acknowledges.
+
+Latency = pop arrival at the agent's client - ringing event leaving the simulator, joined on
+(call id, agent device). Memory per agent = the daemon's RSS growth from before the agents
+logged in and connected to after, divided by the number of agents.
+
+Usage: python bench/pop_latency.py [--agents 2000] [--customers 1000000] [--rate 100]
+       [--seconds 30] [--quick] [--data-dir DIR]
+The last line printed is JSON with pop_p50_ms, pop_p99_ms, pop_max_ms, agents, calls_per_s,
+customers, kib_per_agent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import random
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+QUEUE_SIZE = 100  # agents per queue
+SIM_SECRET = "bench-secret"
+
+
+def _nofile(n: int = 16384) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(n, hard) if hard != resource.RLIM_INFINITY else n
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
+def _rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+# --------------------------------------------------------------------------- simulator process
+
+
+def sim_process(conn: Any, queues: list[str], talk: tuple[float, float]) -> None:
+    from cti.logs import configure_logging
+
+    configure_logging("warning", "json")
+    asyncio.run(_sim(conn, queues, talk))
+
+
+async def _sim(conn: Any, queues: list[str], talk: tuple[float, float]) -> None:
+    from pydantic import SecretStr
+
+    from ami.settings import SimulatorSettings
+    from ami.simulator import PbxSimulator
+
+    sim = PbxSimulator(
+        SimulatorSettings(
+            port=0,
+            secret=SecretStr(SIM_SECRET),
+            inbound_per_minute=0,
+            queues=queues,
+            agent_answer_after=0.8,
+            talk_min=talk[0],
+            talk_max=talk[1],
+            ring_timeout=10,
+            patience=120,
+            ivr_delay=0.0,
+        )
+    )
+    rings: list[tuple[str, str, float]] = []
+    mono = time.monotonic
+    sim.on_agent_ringing = lambda lid, dev: rings.append((lid, dev, mono()))
+    await sim.start()
+    loop = asyncio.get_running_loop()
+    conn.send(sim.port)
+    _cmd, rate, seconds, numbers = await loop.run_in_executor(None, conn.recv)
+    rnd = random.Random(7)
+    t0 = mono()
+    offered = 0
+    nq = len(queues)
+    while True:
+        elapsed = mono() - t0
+        if elapsed >= seconds:
+            break
+        due = int(elapsed * rate)
+        while offered < due:
+            sim.inbound_call(numbers[rnd.randrange(len(numbers))], queue=queues[offered % nq])
+            offered += 1
+        await asyncio.sleep(0.002)
+    conn.send((offered, mono() - t0))
+    await loop.run_in_executor(None, conn.recv)  # "report"
+    conn.send(rings)
+    await loop.run_in_executor(None, conn.recv)  # "stop"
+    await sim.stop()
+
+
+# --------------------------------------------------------------------------- clients process
+
+
+def client_process(conn: Any, url: str, agents: list[tuple[str, str, str]]) -> None:
+    _nofile()
+    asyncio.run(_clients(conn, url, agents))
+
+
+async def _clients(conn: Any, url: str, agents: list[tuple[str, str, str]]) -> None:
+    import aiohttp
+
+    mono = time.monotonic
+    loads = json.loads
+    pops: list[tuple[str, str, float]] = []
+    other = {"messages": 0, "closed": 0, "errors": 0}
+    connected = 0
+    all_up = asyncio.Event()
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+    gate = asyncio.Semaphore(64)
+
+    async def one(token: str, device: str) -> None:
+        nonlocal connected
+        try:
+            async with gate:
+                ws = await session.ws_connect(url + "/ws", max_msg_size=0, autoping=True)
+                await ws.send_str(json.dumps({"type": "auth", "token": token}))
+                first = await ws.receive(timeout=30)
+                if first.type is not aiohttp.WSMsgType.TEXT or '"hello"' not in first.data:
+                    raise RuntimeError(f"no hello: {first.data!r}")
+            connected += 1
+            if connected == len(agents):
+                all_up.set()
+            async for msg in ws:
+                t = mono()
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                other["messages"] += 1
+                m = loads(msg.data)
+                if m["type"] == "pop":
+                    pops.append((m["data"]["call_id"], device, t))
+                seq = m.get("seq")
+                if seq is not None:
+                    await ws.send_str('{"type":"ack","seq":%d}' % seq)
+            other["closed"] += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            other["errors"] += 1
+            if connected + other["errors"] >= len(agents):
+                all_up.set()
+            if other["errors"] <= 3:
+                print(f"client error: {type(e).__name__}: {e}", file=sys.stderr)
+
+    tasks = [asyncio.create_task(one(tok, dev)) for _aid, tok, dev in agents]
+    try:
+        await asyncio.wait_for(all_up.wait(), 120)
+    except TimeoutError:
+        pass
+    conn.send(("connected", connected))
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, conn.recv)  # "stop"
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await session.close()
+    conn.send((pops, other))
+
+
+# --------------------------------------------------------------------------- the daemon side
+
+
+async def ensure_seeded(data_dir: Path, customers: int) -> float:
+    from sqlalchemy import func, select
+
+    from crm_bridge.db import make_engine, migrate
+    from crm_bridge.models import Customer
+    from crm_bridge.seed import seed_database
+    from cti.app import MIGRATIONS
+
+    url = f"sqlite+aiosqlite:///{data_dir / 'cti.db'}"
+    # the daemon's full schema (CRM, accounts, dialer), as `cti serve` would migrate it
+    await migrate(url, extra_version_locations=[p for p in MIGRATIONS if Path(p).is_dir()])
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            have = (await conn.execute(select(func.count()).select_from(Customer))).scalar() or 0
+        if have == customers:
+            return 0.0
+        if have:
+            raise SystemExit(f"{data_dir} holds {have} customers, not {customers}: use another")
+        res = await seed_database(engine, customers, progress=sys.stderr.isatty())
+        return res.seconds
+    finally:
+        await engine.dispose()
+
+
+async def ensure_accounts(engine: Any, n: int) -> None:
+    """The agents' accounts, written in one go with one shared password hash: creating 2,000
+    accounts one by one would spend minutes in argon2, which is not what is measured here."""
+    import sqlalchemy as sa
+
+    from cti.accounts import accounts_table
+    from cti.auth import hash_password
+
+    async with engine.begin() as conn:
+        have = set((await conn.execute(sa.select(accounts_table.c.agent_id))).scalars().all())
+        hashed = hash_password("bench password")
+        now = time.time()
+        rows = [
+            {
+                "agent_id": f"bench{i:05d}",
+                "username": f"bench{i:05d}",
+                "password_hash": hashed,
+                "role": "agent",
+                "display_name": f"Agent {i}",
+                "disabled": False,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(n)
+            if f"bench{i:05d}" not in have
+        ]
+        if rows:
+            await conn.execute(accounts_table.insert(), rows)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from ami.events import Ringing
+    from crm_bridge.seed import seeded_number
+    from cti.app import running_daemon
+    from cti.auth import Principal
+    from cti.logs import configure_logging
+    from cti.settings import load_settings
+
+    configure_logging("warning", "json")
+    _nofile()
+    data_dir = Path(
+        args.data_dir or Path(tempfile.gettempdir()) / f"cti-bench-pop-{args.customers}"
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    seed_s = await ensure_seeded(data_dir, args.customers)
+    print(
+        f"customers: {args.customers} ({'seeded in %.1f s' % seed_s if seed_s else 'cached'}"
+        f", {time.perf_counter() - t:.1f} s)",
+        file=sys.stderr,
+    )
+
+    nq = max(1, (args.agents + QUEUE_SIZE - 1) // QUEUE_SIZE)
+    queues = [f"q{i:02d}" for i in range(nq)]
+    ctx = mp.get_context("spawn")
+    sim_conn, sim_child = ctx.Pipe()
+    sim = ctx.Process(target=sim_process, args=(sim_child, queues, (args.talk_min, args.talk_max)))
+    sim.start()
+    sim_port = sim_conn.recv()
+
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": str(data_dir),
+            "log": {"level": "warning", "format": "json"},
+            "web": {
+                "port": 0,
+                "token_secret": "b" * 40,
+                "ws_heartbeat_seconds": 0,
+                "pop_deadline_ms": args.deadline_ms,
+            },
+            "ami": {
+                "servers": [
+                    {
+                        "name": "pbx1",
+                        "host": "127.0.0.1",
+                        "port": sim_port,
+                        "username": "cti",
+                        "secret": SIM_SECRET,
+                        "action_timeout": 30,
+                    }
+                ]
+            },
+            "dialer": {"enabled": False},
+            "agents": {"wrap_up_seconds": {"default": 0.0}},
+        },
+    )
+    rnd = random.Random(11)
+    numbers = [seeded_number(rnd.randrange(args.customers)) for _ in range(5000)]
+    out: dict[str, Any] = {}
+    async with running_daemon(settings) as daemon:
+        svc = daemon.services
+        assert svc is not None
+        ami = getattr(svc.agents, "_ami", None)  # see tests/cti/test_api_env.py: ami_up
+        if isinstance(ami, dict) and not ami:
+            ami.update(svc.links)
+        for link in svc.links.values():
+            await link.start()
+        for link in svc.links.values():
+            if not await link.wait_connected(15):
+                raise SystemExit("the daemon could not connect to the simulator")
+        identified = {"n": 0, "one": 0}
+        real_identify = svc.crm.identify
+
+        async def counting_identify(who: Any) -> Any:
+            res = await real_identify(who)
+            identified["n"] += 1
+            identified["one"] += res.status == "one"
+            return res
+
+        svc.crm.identify = counting_identify  # type: ignore[method-assign]
+        rings_seen = {"n": 0}
+        svc.bus.subscribe_sync(
+            "bench",
+            lambda ev: rings_seen.__setitem__("n", rings_seen["n"] + isinstance(ev, Ringing)),
+        )
+        await asyncio.sleep(0.5)
+        rss0 = _rss_kib()
+        t = time.perf_counter()
+        agents: list[tuple[str, str, str]] = []
+        sem = asyncio.Semaphore(32)
+
+        async def login(i: int) -> None:
+            agent_id = f"bench{i:05d}"
+            device = f"PJSIP/{20000 + i}"
+            async with sem:
+                await svc.agents.login(
+                    agent_id, name=f"Agent {i}", device=device, queues=[queues[i // QUEUE_SIZE]]
+                )
+            token = svc.tokens.issue(Principal(agent_id, agent_id, "agent"))["access_token"]
+            agents.append((agent_id, token, device))
+
+        await ensure_accounts(svc.engine, args.agents)
+        await asyncio.gather(*(login(i) for i in range(args.agents)))
+        login_s = time.perf_counter() - t
+        cl_conn, cl_child = ctx.Pipe()
+        clients = ctx.Process(target=client_process, args=(cl_child, daemon.url, agents))
+        clients.start()
+        loop = asyncio.get_running_loop()
+        t = time.perf_counter()
+        _tag, connected = await loop.run_in_executor(None, cl_conn.recv)
+        connect_s = time.perf_counter() - t
+        await asyncio.sleep(1.0)
+        rss1 = _rss_kib()
+        print(
+            f"agents: {len(agents)} logged in ({login_s:.1f} s), {connected} websockets "
+            f"({connect_s:.1f} s), RSS {rss0 // 1024} -> {rss1 // 1024} MiB",
+            file=sys.stderr,
+        )
+
+        sim_conn.send(("go", args.rate, args.seconds, numbers))
+        offered, gen_s = await loop.run_in_executor(None, sim_conn.recv)
+        await asyncio.sleep(args.grace)
+        sim_conn.send("report")
+        rings = await loop.run_in_executor(None, sim_conn.recv)
+        cl_conn.send("stop")
+        pops, client_stats = await loop.run_in_executor(None, cl_conn.recv)
+        rss2 = _rss_kib()
+        sim_conn.send("stop")
+        hub_stats = svc.hub.stats.to_dict()
+        pop_stats = svc.pops.stats()
+    sim.join(10)
+    clients.join(10)
+
+    ring_at = {(lid, dev): t for lid, dev, t in rings}
+    latencies = []
+    for call_id, dev, t in pops:
+        t0 = ring_at.get((call_id, dev))
+        if t0 is not None:
+            latencies.append((t - t0) * 1000.0)
+    if not latencies:
+        raise SystemExit("no pop could be matched to a ringing event")
+    out = {
+        "offered": offered,
+        "rings": len(rings),
+        "pops": len(pops),
+        "matched": len(latencies),
+        "degraded": pop_stats.get("degraded_pops", 0),
+        "identified": identified["n"],
+        "identified_one": identified["one"],
+        "tracker_rings": rings_seen["n"],
+        "hub_dropped_slow": hub_stats.get("dropped_slow", 0) + hub_stats.get("dropped_unacked", 0),
+        "client_messages": client_stats["messages"],
+        "client_errors": client_stats["errors"],
+        "rss_before_mib": rss0 / 1024,
+        "rss_connected_mib": rss1 / 1024,
+        "rss_after_mib": rss2 / 1024,
+        "pop_p50_ms": round(_pct(latencies, 50), 3),
+        "pop_p99_ms": round(_pct(latencies, 99), 3),
+        "pop_max_ms": round(max(latencies), 3),
+        "agents": connected,
+        "calls_per_s": round(offered / gen_s, 1),
+        "customers": args.customers,
+        "kib_per_agent": round((rss1 - rss0) / max(1, connected), 1),
+    }
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", type=int, default=2000)
+    p.add_argument("--customers", type=int, default=1_000_000)
+    p.add_argument("--rate", type=float, default=100.0, help="new calls per second")
+    p.add_argument("--seconds", type=float, default=30.0, help="how long calls are offered")
+    p.add_argument("--grace", type=float, default=3.0, help="seconds to wait for the last pops")
+    p.add_argument("--talk-min", type=float, default=3.0)
+    p.add_argument("--talk-max", type=float, default=8.0)
+    p.add_argument("--deadline-ms", type=int, default=150)
+    p.add_argument("--data-dir", help="where the seeded CRM is kept (reused when it matches)")
+    p.add_argument(
+        "--quick", action="store_true", help="200 agents, 20,000 customers, 30 calls/s for 8 s"
+    )
+    args = p.parse_args()
+    if args.quick:
+        args.agents, args.customers, args.rate, args.seconds = 200, 20_000, 30.0, 8.0
+    r = asyncio.run(run(args))
+    rows = [
+        ("customers in the CRM", f"{r['customers']:,}"),
+        ("agents connected (websockets)", f"{r['agents']:,}"),
+        ("calls offered / rate", f"{r['offered']:,} / {r['calls_per_s']} per s"),
+        ("ringing events (simulator)", f"{r['rings']:,}"),
+        ("pops received / matched", f"{r['pops']:,} / {r['matched']:,}"),
+        (
+            "CRM lookups (found one) / degraded pops",
+            f"{r['identified']:,} ({r['identified_one']:,}) / {r['degraded']}",
+        ),
+        (
+            "clients dropped as slow / client errors",
+            f"{r['hub_dropped_slow']} / {r['client_errors']}",
+        ),
+        ("pop latency p50", f"{r['pop_p50_ms']:.2f} ms"),
+        ("pop latency p99 (target <= 10 ms)", f"{r['pop_p99_ms']:.2f} ms"),
+        ("pop latency max", f"{r['pop_max_ms']:.2f} ms"),
+        (
+            "daemon RSS before / connected / after",
+            f"{r['rss_before_mib']:.0f} / {r['rss_connected_mib']:.0f} / "
+            f"{r['rss_after_mib']:.0f} MiB",
+        ),
+        ("memory per connected agent", f"{r['kib_per_agent']:.1f} KiB"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("screen-pop latency: ringing event leaving the simulator -> pop at the agent's client")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    keys = (
+        "pop_p50_ms",
+        "pop_p99_ms",
+        "pop_max_ms",
+        "agents",
+        "calls_per_s",
+        "customers",
+        "kib_per_agent",
+    )
+    print(json.dumps({k: r[k] for k in keys}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
