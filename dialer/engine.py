@@ -86,6 +86,9 @@ _RING_OUTCOME = {
     "failed": "failed",
 }
 
+#: how often (real seconds) campaigns are re-read, for changes made by the CLI
+CAMPAIGN_REFRESH_SECONDS = 3.0
+
 #: how often (seconds on the dialer's clock) due agent callbacks are looked up per campaign
 CALLBACK_POLL_SECONDS = 1.0
 
@@ -191,6 +194,7 @@ class Dialer:
         #: preview leads reserved for an agent: agent -> (campaign id, lead)
         self._previews: dict[str, tuple[int, ClaimedLead]] = {}
         self._early: list[CallEvent] | None = []
+        self._refreshed_at = time.monotonic()
         self.utilization = Utilization()
         self.agent_log = (
             AgentLog(
@@ -295,6 +299,20 @@ class Dialer:
             )
             self._runs[c.id] = run
         else:
+            old = run.campaign
+            if (old.mode, old.abandon_cap, old.max_ring_seconds) != (
+                c.mode,
+                c.abandon_cap,
+                c.max_ring_seconds,
+            ):
+                run.pacer = make_pacer(
+                    c.mode,
+                    abandon_cap=c.abandon_cap,
+                    connect_deadline=self.settings.connect_deadline,
+                    ring_timeout=c.max_ring_seconds,
+                )
+            if (old.retry or {}) != (c.retry or {}):
+                run.policy = RetryPolicy.from_mapping(c.retry or {})
             run.campaign = c
         return run
 
@@ -329,7 +347,28 @@ class Dialer:
 
     # ---- pacing ---------------------------------------------------------------------------
 
+    async def _refresh_campaigns(self) -> None:
+        """Pick up campaign changes made by another process (the CLI) on the same database."""
+        async with self._sessions() as s:
+            rows = list((await s.execute(select(Campaign))).scalars())
+        for c in rows:
+            run = self._runs.get(c.id)
+            if run is None:
+                if c.state == "running":
+                    self._activate(c)
+            elif (c.state, c.updated_at) != (run.campaign.state, run.campaign.updated_at):
+                await self.campaign_changed(c)
+                if c.state == "running":
+                    self._activate(c)  # an edit: new pacer/retry settings apply at once
+
     async def tick(self) -> None:
+        mono = time.monotonic()
+        if mono - self._refreshed_at >= CAMPAIGN_REFRESH_SECONDS:
+            self._refreshed_at = mono
+            try:
+                await self._refresh_campaigns()
+            except Exception:
+                log.exception("campaign refresh failed")
         async with self._lock:
             now = self._clock()
             for run in list(self._runs.values()):
