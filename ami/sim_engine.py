@@ -55,10 +55,6 @@ _CAUSE_DIAL = {17: ("BUSY", "BUSY"), 34: ("CONGESTION", "CONGESTION")}
 _CONGESTION_CAUSES = {34, 38, 41, 42}
 
 
-class OriginateError(Exception):
-    """Raised for an Originate the engine refuses synchronously (message for the response)."""
-
-
 class SimEngine:
     def __init__(self, settings: SimulatorSettings) -> None:
         self.s = settings
@@ -76,7 +72,8 @@ class SimEngine:
                 name, strategy=settings.queue_strategies.get(name, "rrmemory")
             )
         self.members_by_if: dict[str, list[Member]] = {}
-        self.busy: set[str] = set()
+        #: device -> number of calls holding it (ringing or talking)
+        self.busy: dict[str, int] = {}
         self.phone_modes: dict[str, str] = {}
         self.chans: dict[str, Chan] = {}
         self.chan_call: dict[str, Call] = {}
@@ -92,6 +89,7 @@ class SimEngine:
         self._timer_at = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self.events_written = 0
+        self.step_errors = 0
         self.processed_calls = 0
         for q, entries in settings.static_members.items():
             for entry in entries:
@@ -165,6 +163,7 @@ class SimEngine:
             try:
                 fn(*args)
             except Exception:  # one broken step must not stop the PBX
+                self.step_errors += 1
                 log.exception("simulator step failed", step=getattr(fn, "__name__", "?"))
 
     # ------------------------------------------------------------------ ids and text
@@ -407,14 +406,13 @@ class SimEngine:
             self.member_event("QueueMemberPenalty", m)
         return None
 
-    def _device_ringing(self, dev: str) -> None:
-        self.busy.add(dev)
+    def _device_ringing(self, call: Call, dev: str) -> None:
+        if dev not in call.devices:
+            call.devices.add(dev)
+            self.busy[dev] = self.busy.get(dev, 0) + 1
         for m in self.members_by_if.get(dev, ()):
             m.ringing, m.status = True, 6
         self.device_state(dev, "RINGING")
-
-    def _device_members_status(self) -> None:
-        pass
 
     def _device_up(self, dev: str) -> None:
         for m in self.members_by_if.get(dev, ()):
@@ -422,8 +420,15 @@ class SimEngine:
             self.member_event("QueueMemberStatus", m)
         self.device_state(dev, "INUSE")
 
-    def _device_free(self, dev: str, took_call: bool = False) -> None:
-        self.busy.discard(dev)
+    def _device_free(self, call: Call, dev: str, took_call: bool = False) -> None:
+        if dev not in call.devices:
+            return
+        call.devices.discard(dev)
+        left = self.busy.get(dev, 1) - 1
+        if left > 0:
+            self.busy[dev] = left  # another call still rings or uses this phone
+            return
+        self.busy.pop(dev, None)
         queues = []
         for m in self.members_by_if.get(dev, ()):
             m.ringing, m.in_call, m.status = False, False, 1
@@ -653,7 +658,7 @@ class SimEngine:
             device=dev,
         )
         self.chan_call[a.name] = call
-        self._device_ringing(dev)
+        self._device_ringing(call, dev)
         a.cid_num, a.cid_name = caller.cid_num, caller.cid_name
         app = "AppQueue" if member is not None else "AppDial"
         self.newexten(a, app, "(Outgoing Line)")
@@ -694,14 +699,11 @@ class SimEngine:
             self.member_event("QueueMemberStatus", m)
 
     def _dial_device(self, call: Call, dev: str) -> None:
-        ch = call.caller
-        ext = dev.split("/", 1)[1]
-        self.newexten(ch, "Dial", f"{dev},{int(self.s.dial_timeout)}")
+        self.newexten(call.caller, "Dial", f"{dev},{int(self.s.dial_timeout)}")
         call.queue = None
         call.legs = []
         call.agent = None
         self._ring(call, dev, None)
-        del ext
 
     def _leg_timeout(self, call: Call, leg: Leg) -> None:
         if leg.state != "ringing" or call.done:
@@ -729,7 +731,7 @@ class SimEngine:
         call.cdrs.append((a.name, "NO ANSWER", None, leg.started))
         if leg in call.legs:
             call.legs.remove(leg)
-        self._device_free(a.device)
+        self._device_free(call, a.device)
         if call.legs:
             return
         if call.queue is not None and call in call.queue.waiting:
@@ -757,7 +759,7 @@ class SimEngine:
             self.hangup_events(other.chan, cause)
             call.cdrs.append((other.chan.name, "NO ANSWER", None, other.started))
             call.legs.remove(other)
-            self._device_free(other.chan.device)
+            self._device_free(call, other.chan.device)
 
     def answer_device(self, dev: str) -> bool:
         for call in list(self.calls.values()):
@@ -960,7 +962,9 @@ class SimEngine:
         self.bridge_event("BridgeDestroy", br)
         if peer.device:
             self._device_free(
-                peer.device, took_call=call.agent is not None and call.agent.member is not None
+                call,
+                peer.device,
+                took_call=call.agent is not None and call.agent.member is not None,
             )
         self._finish(call)
 
@@ -988,7 +992,9 @@ class SimEngine:
         self.hangup_events(peer, 16)
         if peer.device:
             self._device_free(
-                peer.device, took_call=call.agent is not None and call.agent.member is not None
+                call,
+                peer.device,
+                took_call=call.agent is not None and call.agent.member is not None,
             )
         self._finish(call)
 
@@ -1013,7 +1019,9 @@ class SimEngine:
         self._caller_cdrs(call)
         if peer.device:
             self._device_free(
-                peer.device, took_call=call.agent is not None and call.agent.member is not None
+                call,
+                peer.device,
+                took_call=call.agent is not None and call.agent.member is not None,
             )
         br.channels.remove(ch)
         ch.bridge = None
@@ -1024,7 +1032,7 @@ class SimEngine:
         self.ev("SoftHangupRequest", ch, "Cause: 16\r\n")
         self.hangup_events(ch, 16)
         if call.kind == "click" and ch.device:
-            self._device_free(ch.device)
+            self._device_free(call, ch.device)
         self._agent_complete(call, "agent", with_dest=False)
         self._owed_completes(call)
         self._finish(call)
@@ -1067,6 +1075,9 @@ class SimEngine:
         self._finish(call)
 
     def _finish(self, call: Call) -> None:
+        self._hangup_leftovers(call)
+        for dev in list(call.devices):
+            self._device_free(call, dev)
         call.done = True
         call.generation += 1
         if call.queue is not None and call in call.queue.waiting:
@@ -1079,6 +1090,18 @@ class SimEngine:
                 self._drop_chan(ch)
         self.calls.pop(call.linkedid, None)
         self.processed_calls += 1
+
+    def _hangup_leftovers(self, call: Call) -> None:
+        """Safety net: a channel of a finished call that no flow hung up still gets its Hangup,
+        so that no client keeps a channel forever."""
+        for leg in call.legs:
+            if leg.chan.alive:
+                if leg.state == "ringing":
+                    self.ev2("DialEnd", call.caller, leg.chan, "DialStatus: CANCEL\r\n")
+                self.hangup_events(leg.chan, 0)
+        for ch in (call.customer, call.caller):
+            if ch is not None and ch.alive:
+                self.hangup_events(ch, 16)
 
     def hangup_channel(self, name: str, cause: int) -> bool:
         """AMI Hangup: the named channel goes away, the other side follows as Asterisk does."""
@@ -1167,7 +1190,9 @@ class SimEngine:
                     )
                 )
             if peer.device:
-                self._device_free(peer.device, took_call=old is not None and old.member is not None)
+                self._device_free(
+                    call, peer.device, took_call=old is not None and old.member is not None
+                )
             return None
         # not connected: leave whatever it waits in and go
         if call.queue is not None and call in call.queue.waiting:
@@ -1186,6 +1211,15 @@ class SimEngine:
         return None
 
     def _move_to(self, call: Call, where: tuple[str, str] | None) -> None:
+        cust = call.customer
+        if cust is not None:
+            # a click-to-call whose agent channel moves on: the customer leg is dropped
+            if cust.alive and cust.bridge is None:
+                self.ev2("DialEnd", call.caller, cust, "DialStatus: CANCEL\r\n")
+                self.hangup_events(cust, 0)
+            call.customer = None
+        if call.kind == "click":
+            call.kind = "inbound"
         call.queue = None
         call.agent = None
         call.legs = []
@@ -1239,7 +1273,7 @@ class SimEngine:
         self._agent_complete(call, "transfer", with_dest=False)
         self.bridge_event("BridgeDestroy", br)
         if a.device:
-            self._device_free(a.device, took_call=leg.member is not None)
+            self._device_free(call, a.device, took_call=leg.member is not None)
         call.queue = None
         call.agent = None
         call.legs = []
@@ -1343,7 +1377,7 @@ class SimEngine:
         self.ev_dest("DialBegin", ch, f"DialString: {dial_string}\r\n")
         if kind == "click":
             assert dev is not None
-            self._device_ringing(dev)
+            self._device_ringing(call, dev)
             ch.state = RINGING
             self.ev("Newstate", ch)
             self.ev_dest("DialState", ch, "DialStatus: RINGING\r\n")
@@ -1369,7 +1403,7 @@ class SimEngine:
         s = self.s
         if outcome in ("answer", "noanswer"):
             self._set_state(ch, RINGING)
-            self.ev_dest("DialState", ch, "DialStatus: RINGING\r\n") if ch is call.caller else None
+            self.ev_dest("DialState", ch, "DialStatus: RINGING\r\n")
             if outcome == "answer" and s.customer_answer_after < timeout:
                 self.at(s.customer_answer_after, self._customer_answer, call, ch)
             else:
@@ -1542,7 +1576,7 @@ class SimEngine:
             self.hangup_events(a, 16)
             self.cdr(a, ch.name, "NO ANSWER", call.started, a.answered)
             if a.device:
-                self._device_free(a.device)
+                self._device_free(call, a.device)
             self._finish(call)
 
     def _originate_failed(self, call: Call, kind: str, cause: int) -> None:
@@ -1554,7 +1588,7 @@ class SimEngine:
             self.ev("SoftHangupRequest", a, "Cause: 16\r\n")
             self.hangup_events(a, cause)
             if a.device:
-                self._device_free(a.device)
+                self._device_free(call, a.device)
             self._finish(call)
         else:
             self._customer_failed(call, "cause", cause)
@@ -1623,7 +1657,7 @@ class SimEngine:
 
     def _click_connected(self, call: Call, cust: Chan) -> None:
         a = call.caller
-        a.con_num, a.con_name = cust.cid_num if False else cust.exten, cust.exten
+        a.con_num, a.con_name = cust.exten, cust.exten
         self.ev("NewConnectedLine", a)
         self.ev2("DialEnd", a, cust, "DialStatus: ANSWER\r\n")
         self._bridge(call, a, cust)
@@ -1643,7 +1677,7 @@ class SimEngine:
         self.ev("SoftHangupRequest", a, "Cause: 16\r\n")
         self.hangup_events(a, cause)
         if a.device:
-            self._device_free(a.device)
+            self._device_free(call, a.device)
         self._finish(call)
 
     # ------------------------------------------------------------------ misc
@@ -1691,4 +1725,4 @@ def _parse_callerid(text: str) -> tuple[str, str]:
     return (name or "<unknown>", num or "<unknown>")
 
 
-__all__ = ["RING", "OriginateError", "SimEngine"]
+__all__ = ["SimEngine"]

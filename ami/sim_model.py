@@ -270,3 +270,5 @@ class Call:
     originate_cid: tuple[str, str] = ("<unknown>", "<unknown>")
     customer: Chan | None = None
     generation: int = 0
+    #: devices this call holds busy (ringing or talking)
+    devices: set[str] = field(default_factory=set)

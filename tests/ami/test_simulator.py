@@ -760,3 +760,95 @@ async def test_stop_leaves_no_tasks_and_bad_port_exits_3() -> None:
         port = s.getsockname()[1]
         code = await asyncio.to_thread(run_simulator, settings(port=port))
     assert code == 3
+
+
+async def test_random_operations_never_break_the_pbx() -> None:
+    """Seeded random mix of calls, answers, hangups, transfers, pauses and originates: no
+    internal error, every call ends, no channel or busy device is left behind."""
+    import os
+    import random
+
+    sim = await start_sim(
+        agent_answer_after=1.0,
+        talk_min=2,
+        talk_max=8,
+        ring_timeout=4,
+        queue_retry=1,
+        patience=20,
+        customer_answer_after=1.0,
+        queue_strategies={"sales": "ringall"},
+        dial_timeout=10,
+    )
+    rng = random.Random(int(os.environ.get("SIM_CHAOS_SEED", "3")))
+    try:
+        c = await client(sim)
+        devs = [f"PJSIP/10{i:02d}" for i in range(6)]
+        for i, dev in enumerate(devs):
+            await _add(c, dev, f"Agent {i}", "support" if i % 2 else "sales")
+            if i % 3 == 0:
+                await _add(c, dev, f"Agent {i}", "sales" if i % 2 else "support")
+        sim.set_phone(devs[1], "manual")
+        sim.set_phone(devs[2], "never")
+        numbers = ["+4930555101", "+4930555201", "+4930555301", "+4930555401", "+4930555534"]
+        for step in range(120):
+            op = rng.randrange(10)
+            chans = list(sim.engine.chans)
+            if op <= 2:
+                q = rng.choice(["support", "sales", "PJSIP/1003", ""])
+                sim.inbound_call(f"+4930{step:07d}", queue=q, did=rng.choice(["800", "810", "999"]))
+            elif op == 3 and chans:
+                await c.action("Hangup", {"Channel": rng.choice(chans)})
+            elif op == 4 and chans:
+                await c.action(
+                    "Redirect",
+                    {
+                        "Channel": rng.choice(chans),
+                        "Exten": rng.choice(["810", "support", "1003", "42"]),
+                    },
+                )
+            elif op == 5 and chans:
+                await c.action(
+                    "BlindTransfer",
+                    {"Channel": rng.choice(chans), "Exten": rng.choice(["800", "sales"])},
+                )
+            elif op == 6:
+                await c.action(
+                    "QueuePause",
+                    {
+                        "Interface": rng.choice(devs),
+                        "Paused": rng.choice(["true", "false"]),
+                        "Reason": "x",
+                    },
+                )
+            elif op == 7:
+                fields = {
+                    "Async": "true",
+                    "Channel": rng.choice([f"PJSIP/{rng.choice(numbers)}@trunk", rng.choice(devs)]),
+                }
+                if fields["Channel"].count("/") and "@" not in fields["Channel"]:
+                    fields.update(Context="cti-click2call", Exten=rng.choice([*numbers, "1005"]))
+                else:
+                    fields.update(Context="cti-dialer", Exten="connect")
+                c.send("Originate", fields, variables={"__CAMPAIGN": "x", "CTI_DEADLINE": "3"})
+            elif op == 8:
+                sim.answer(rng.choice(devs))
+            elif op == 9 and sim.calls:
+                sim.hangup_call(rng.choice(list(sim.calls)), rng.choice([16, 17, 21]))
+            await asyncio.sleep(rng.random() * 0.02)
+        for dev in devs:
+            sim.set_phone(dev, "auto")
+            await c.action("QueuePause", {"Interface": dev, "Paused": "false"})
+        await c.wait(lambda m: not sim.calls, 15)
+        await c.settle(0.05)
+        eng = sim.engine
+        assert eng.step_errors == 0 and sim.bad_input == 0
+        assert eng.chans == {} and eng.chan_call == {} and eng.busy == {}
+        assert all(not m.in_call and not m.ringing for ms in sim.members.values() for m in ms)
+        assert all(not q.waiting for q in eng.queues.values())
+        # every channel that was created was hung up exactly once
+        created = {m["Uniqueid"] for m in c.events if m["Event"] == "Newchannel"}
+        hung = [m["Uniqueid"] for m in c.events if m["Event"] == "Hangup"]
+        assert sorted(hung) == sorted(created)
+        await c.close()
+    finally:
+        await sim.stop()
