@@ -74,8 +74,9 @@ log = structlog.get_logger(__name__)
 
 #: how long a finished call stays available for the agent's after-call work (notes, disposition)
 ENDED_RETENTION_S = 3600.0
-#: at most this many finished calls are kept (oldest dropped first)
-ENDED_MAX = 20000
+#: at most this many finished (answered) calls are kept, oldest dropped first: a pop carries
+#: the customer card, so this bounds the memory a busy hour of calls can take
+ENDED_MAX = 5000
 #: a lookup that has not answered after this long is abandoned (the pop is long degraded)
 LOOKUP_HARD_LIMIT_S = 30.0
 
@@ -419,7 +420,10 @@ class PopRouter:
                 self._close(call, leg, "ended", ev.reason, ev.at)
         if call.lookup is not None and not call.lookup.done() and call.outbox is None:
             call.lookup.cancel()  # nobody is waiting for a late update any more
-        self._ended[call.call_id] = self._clock()
+        if call.outbox is None and not any(lg.answered_at is not None for lg in call.legs.values()):
+            self._forget(call.call_id)  # nobody answered: no after-call work to keep it for
+        else:
+            self._ended[call.call_id] = self._clock()
         self._prune()
 
     def _close_ringing(self, call_id: str, at: float, state: str, reason: str) -> None:
@@ -773,15 +777,18 @@ class PopRouter:
             if now - t < ENDED_RETENTION_S and len(ended) <= ENDED_MAX:
                 break
             ended.popitem(last=False)
-            call = self._calls.pop(call_id, None)
-            if call is None:
-                continue
-            for agent in call.legs:
-                ids = self._by_agent.get(agent)
-                if ids is not None:
-                    ids.discard(call_id)
-                    if not ids:
-                        del self._by_agent[agent]
+            self._forget(call_id)
+
+    def _forget(self, call_id: str) -> None:
+        call = self._calls.pop(call_id, None)
+        if call is None:
+            return
+        for agent in call.legs:
+            ids = self._by_agent.get(agent)
+            if ids is not None:
+                ids.discard(call_id)
+                if not ids:
+                    del self._by_agent[agent]
 
     async def drain(self) -> None:
         """Wait for pending CRM writes (tests, shutdown)."""

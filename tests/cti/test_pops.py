@@ -431,3 +431,35 @@ async def test_dial_end_answer_settles_ringall_before_the_bridge() -> None:
     await settle(router)
     assert hub.types("ann") == ["pop", "update:answered_by_you"]
     assert hub.types("bob") == ["pop", "update:answered_elsewhere"]
+
+
+async def test_finished_calls_are_not_kept_forever() -> None:
+    from cti import pops as pops_mod
+
+    router, _hub, _ = make(Crm(), agents={"PJSIP/1001": "ann"})
+    # unanswered: forgotten at the hangup
+    await router.on_call_event(ringing(A1, call_id="u.1"))
+    await settle(router)
+    await router.on_call_event(
+        Hangup(call_id="u.1", at=101.0, caller=CALLER, reason="cancelled", cause=0)
+    )
+    assert router.stats()["calls"] == 0
+    # answered: kept for after-call work, but only up to ENDED_MAX
+    limit = 30
+    old = pops_mod.ENDED_MAX
+    pops_mod.ENDED_MAX = limit
+    try:
+        for i in range(limit + 20):
+            cid = f"a.{i}"
+            await router.on_call_event(ringing(A1, call_id=cid, at=float(i)))
+            await router.on_call_event(Up(call_id=cid, at=i + 0.5, caller=CALLER, callee=A1))
+            await settle(router, 0.001)
+            await router.on_call_event(
+                Hangup(call_id=cid, at=i + 0.9, caller=CALLER, reason="completed", cause=16)
+            )
+        await router.drain()
+        assert router.stats()["calls"] == limit
+        assert len(router.live_pops("ann")) == limit
+        assert router.live_pops("ann")[-1]["call_id"] == f"a.{limit + 19}"
+    finally:
+        pops_mod.ENDED_MAX = old
