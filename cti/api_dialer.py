@@ -194,6 +194,7 @@ class CallbackCountsOut(BaseModel):
 class PredictionOut(BaseModel):
     predicted_answer_rate: float | None
     actual_answer_rate: float | None
+    actual_live_rate: float | None
     current_predicted_hit_rate: float | None
 
 

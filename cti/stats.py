@@ -140,6 +140,10 @@ async def campaign_figures(dialer: Any, name: str | None = None) -> list[dict[st
         fig["prediction"] = {
             "predicted_answer_rate": fig.pop("predicted_answer_rate"),
             "actual_answer_rate": fig.pop("actual_answer_rate"),
+            # the pacer predicts live answers per dial; this is what happened
+            "actual_live_rate": (fig["live_answers"] / fig["attempts"])
+            if fig["attempts"]
+            else None,
             "current_predicted_hit_rate": None if lf is None else lf["predicted_hit_rate"],
         }
         out.append(fig)

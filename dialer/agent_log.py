@@ -85,11 +85,11 @@ class AgentLog:
             async with self._sessions() as s, s.begin():
                 await s.execute(insert(AgentEvent), rows)
             self.written += len(rows)
-        except Exception:
+        except Exception as e:
             # keep them for the next flush rather than lose utilization history
             self.write_errors += 1
             self._pending[:0] = rows
-            log.exception("agent log write failed", rows=len(rows))
+            log.error("agent log write failed", rows=len(rows), error=str(e).splitlines()[0])
 
     async def changes(self, since: float, until: float) -> list[AgentStateChange]:
         await self.flush()
