@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, tzinfo
+from typing import Any
 
 import structlog
 from sqlalchemy import insert, select
@@ -115,7 +116,7 @@ class AgentLog:
 
     async def history(
         self, since: float, until: float, tz: tzinfo = UTC
-    ) -> dict[str, dict[str, dict[str, object]]]:
+    ) -> dict[str, dict[str, dict[str, Any]]]:
         """{agent: {day: figures}} for the days of [since, until), rebuilt from the log; an
         agent still logged in at `until` is credited up to `until`."""
         util = Utilization(tz)
