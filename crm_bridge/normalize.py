@@ -21,9 +21,10 @@ Decisions (documented here because other packages rely on them):
   already start with the default area code, the area is put in front (``123456`` with area
   ``30`` -> ``+4930123456``) if that gives a valid number. Digits starting with the area code
   are read as national (``30123456`` -> ``+4930123456``), and so are digits forming a
-  valid mobile or service number (``1711234567`` -> ``+491711234567``). This is inherently
-  ambiguous for a local number that happens to start with the area digits; the rule favours
-  the far more common trunk format.
+  valid mobile or service number (``1711234567`` -> ``+491711234567``) and any valid
+  national reading of 9 or more digits (``891234567`` -> ``+49891234567``: local subscriber
+  numbers are shorter). Short digit strings are ambiguous by nature (``4512345`` is a
+  Berlin local number or Lübeck without its 0); the rule reads them as local.
 * Validity: the number must be valid for its country according to ``phonenumbers``
   metadata; otherwise :class:`InvalidNumber` (a ``ValueError``) names the input and why.
 * Withheld / anonymous caller IDs (empty, ``anonymous``, ``<unknown>``, ``restricted``,
@@ -105,6 +106,8 @@ _WITHHELD = frozenset(
     }
 )
 
+#: digit strings this long are national numbers without trunk prefix, not local numbers
+_MIN_NATIONAL_DIGITS = 9
 #: number types a subscriber number without area code may have
 _LOCAL_TYPES = frozenset(
     {
@@ -183,7 +186,10 @@ def parse_phone(raw: str, *, region: str, default_area: str = "") -> ParsedPhone
     if bare and default_area and not digits.startswith(default_area):
         # a mobile or service number given without its trunk prefix is never a local one
         national = _parse_valid(digits, region)
-        if national is not None and phonenumbers.number_type(national) not in _LOCAL_TYPES:
+        if national is not None and (
+            len(digits) >= _MIN_NATIONAL_DIGITS
+            or phonenumbers.number_type(national) not in _LOCAL_TYPES
+        ):
             num = national
         else:
             num = _parse_valid(national_prefix + default_area + digits, region)

@@ -1350,6 +1350,81 @@ class BuiltinCrm:
         self._invalidate_defs()
         return d
 
+    async def update_custom_field(
+        self,
+        name: str,
+        *,
+        actor: str,
+        label: str | None = None,
+        choices: Sequence[str] | None = None,
+        required: bool | None = None,
+    ) -> FieldDef:
+        """Change a definition's label, choices or required flag (never its type: values
+        already stored would lose their meaning). Removing a choice that customers still
+        carry is refused, naming how many do."""
+        async with self._tx() as conn:
+            row = (
+                (await conn.execute(select(custom_field_t).where(custom_field_t.c.name == name)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                raise NotFound("custom field", name)
+            new_label = row["label"] if label is None else label
+            new_choices = tuple(row["choices"] or ()) if choices is None else tuple(choices)
+            clean = validate_definition(name, row["type"], label=new_label, choices=new_choices)
+            if choices is not None and row["type"] == "choice":
+                dropped = set(row["choices"] or ()) - set(clean)
+                if dropped:
+                    used = (
+                        await conn.execute(
+                            select(func.count())
+                            .select_from(custom_value_t)
+                            .where(
+                                custom_value_t.c.field_id == row["id"],
+                                custom_value_t.c.value_text.in_(sorted(dropped)),
+                            )
+                        )
+                    ).scalar_one()
+                    if used:
+                        raise ValidationFailed(
+                            f"custom field {name!r}",
+                            f"{used} customers still carry {', '.join(sorted(dropped))}",
+                        )
+            new_required = bool(row["required"]) if required is None else required
+            before = {
+                "label": row["label"],
+                "choices": list(row["choices"] or ()),
+                "required": bool(row["required"]),
+            }
+            after = {"label": new_label, "choices": list(clean), "required": new_required}
+            b, a = diff(before, after)
+            if a:
+                await conn.execute(
+                    update(custom_field_t)
+                    .where(custom_field_t.c.id == row["id"])
+                    .values(label=new_label, choices=list(clean), required=new_required)
+                )
+                await audit(
+                    conn,
+                    actor=actor,
+                    entity="custom_field",
+                    entity_id=row["id"],
+                    action="update",
+                    before=b,
+                    after=a,
+                )
+        self._invalidate_defs()
+        return FieldDef(
+            id=row["id"],
+            name=name,
+            type=row["type"],
+            label=new_label,
+            choices=clean,
+            required=new_required,
+            position=row["position"],
+        )
+
     async def delete_custom_field(self, name: str, *, actor: str) -> None:
         async with self._tx() as conn:
             row = (

@@ -49,6 +49,12 @@ def test_berlin_forms_all_match(raw: str) -> None:
     assert normalize_phone(raw, **BERLIN) == "+4930123456"
 
 
+def test_bare_digits_local_or_national() -> None:
+    assert normalize_phone("891234567", **BERLIN) == "+49891234567"  # Munich, no trunk 0
+    assert normalize_phone("4512345", **BERLIN) == "+49304512345"  # short: Berlin local
+    assert normalize_phone("1711234567", **BERLIN) == "+491711234567"  # mobile
+
+
 def test_without_default_area_a_local_number_is_refused() -> None:
     with pytest.raises(InvalidNumber):
         normalize_phone("123456", region="DE")

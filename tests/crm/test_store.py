@@ -528,3 +528,52 @@ async def test_disposition_lists_by_scope(crm: BuiltinCrm) -> None:
         await crm.set_dispositions(["a", "a"], actor="admin")
     with pytest.raises(ValidationFailed):
         await crm.set_dispositions(["a"], scope_kind="queue", actor="admin")
+
+
+async def test_update_custom_field(crm: BuiltinCrm, fields: None) -> None:
+    cid = await anna(crm, custom={"tier": "gold"})
+    d = await crm.update_custom_field(
+        "tier", actor="admin", choices=["gold", "silver", "bronze"], label="Tier"
+    )
+    assert d.choices == ("gold", "silver", "bronze") and d.label == "Tier"
+    await crm.update_fields(cid, {"tier": "bronze"}, actor="a")
+    with pytest.raises(ValidationFailed, match="1 customers still carry bronze"):
+        await crm.update_custom_field("tier", actor="admin", choices=["gold", "silver"])
+    with pytest.raises(ValidationFailed, match="only make sense"):
+        await crm.update_custom_field("credit", actor="admin", choices=["x"])
+    with pytest.raises(NotFound):
+        await crm.update_custom_field("nope", actor="admin", label="x")
+    entry = (await crm.audit_log(entity="custom_field"))[0]
+    assert entry.action == "update" and entry.after == {
+        "label": "Tier",
+        "choices": ["gold", "silver", "bronze"],
+    }
+
+
+async def test_numbers_stored_in_any_format_are_found_in_any_other(crm: BuiltinCrm) -> None:
+    import random
+
+    rnd = random.Random(7)
+    stored = [
+        "{a} {n}",
+        "0{a}/{n}",
+        "+49 {a} {n}",
+        "0049-{a}-{n}",
+        "(0{a}) {n} x{x}",
+        "+49 (0){a} {n} ext. {x}",
+    ]
+    asked = ["0{a}{n}", "+49{a}{n}", "0049{a}{n}", "{a}{n}", "0{a} {n}"]
+    numbers = []
+    for i in range(20):
+        area = rnd.choice(["30", "40", "89", "221", "171", "160"])
+        sub = str(rnd.randint(1000000, 9999999))
+        fmt = stored[i % len(stored)]
+        await crm.create_customer(
+            NewCustomer(name=f"P{i}", phones=[fmt.format(a=area, n=sub, x=rnd.randint(1, 99))]),
+            actor="t",
+        )
+        numbers.append((area, sub, f"P{i}"))
+    for area, sub, name in numbers:
+        for fmt in asked:
+            r = await crm.identify(Identity(number=fmt.format(a=area, n=sub)))
+            assert r.status == "one" and r.card is not None and r.card.name == name, (fmt, area)
