@@ -826,6 +826,8 @@ class SimEngine:
             br.channels.append(ch)
             ch.bridge = br
             self.bridge_event("BridgeEnter", br, ch)
+        if second.variables.get("BLINDTRANSFER"):
+            self.varset(second, "BLINDTRANSFER", "")  # cleared when the transferee is bridged
         self.varset(first, "BRIDGEPEER", second.name)
         self.varset(second, "BRIDGEPEER", first.name)
 
@@ -937,6 +939,15 @@ class SimEngine:
         self.varset(ch, "ANSWEREDTIME_MS", str(int(since_answer * 1000)))
         self.varset(ch, "DIALEDTIME", str(int(since_dial)))
         self.varset(ch, "DIALEDTIME_MS", str(int(since_dial * 1000)))
+
+    def _transfer_vars(self, call: Call) -> None:
+        """What the Queue() that ends by a transfer leaves on the caller (traces 09a/09b)."""
+        ch = call.caller
+        since_dial = self._now - (call.queue_joined or call.started)
+        self.varset(ch, "DIALEDTIME", str(int(since_dial)))
+        self.varset(ch, "DIALEDTIME_MS", str(int(since_dial * 1000)))
+        self.varset(ch, "ANSWEREDTIME", "0")
+        self.varset(ch, "ANSWEREDTIME_MS", "0")
 
     def _hangup_connected_inbound(self, call: Call, peer: Chan, cause: int) -> None:
         """Order of trace 01: the caller hangs up while talking to an agent."""
@@ -1168,9 +1179,7 @@ class SimEngine:
             br.channels.remove(ch)
             ch.bridge = None
             self.bridge_event("BridgeLeave", br, ch)
-            self._final_vars(call)
-            self.varset(ch, "ANSWEREDTIME", "0")
-            self.varset(ch, "ANSWEREDTIME_MS", "0")
+            self._transfer_vars(call)
             old = call.agent
             self._move_to(call, where)
             br.channels.remove(peer)
@@ -1262,7 +1271,7 @@ class SimEngine:
         ch.bridge = None
         ch.context, ch.exten = context or ch.context, exten
         self.bridge_event("BridgeLeave", br, ch)
-        self._final_vars(call)
+        self._transfer_vars(call)
         q = self.queues[where[1]] if where[0] == "queue" else None
         if q is not None:
             self._queue_prelude(call, q, 1)

@@ -232,6 +232,61 @@ async def test_agent_hangs_up_first_matches_trace_14() -> None:
     assert_same(real("14"), REAL_INBOUND, got, unordered=frozenset({"QueueMemberStatus"}))
 
 
+async def _run_transfer(kind: str) -> list[Msg]:
+    sim = await start_sim(agent_answer_after=1.0)
+    try:
+        c = await client(sim)
+        await c.action(
+            "QueueAdd", {"Queue": "support", "Interface": "PJSIP/1001", "MemberName": "Agent One"}
+        )
+        await c.action(
+            "QueueAdd", {"Queue": "sales", "Interface": "PJSIP/1003", "MemberName": "Agent Three"}
+        )
+        start = len(c.messages)
+        sim.inbound_call("+4930123460", hangup_after=12, variables={"__AGENT_DELAY": "1"})
+        conn = await c.wait_event("AgentConnect")
+        if kind == "redirect":
+            r = await c.action(
+                "Redirect", {"Channel": conn["Channel"], "Context": "from-trunk", "Exten": "810"}
+            )
+        else:
+            r = await c.action(
+                "BlindTransfer",
+                {"Channel": conn["DestChannel"], "Context": "from-trunk", "Exten": "810"},
+            )
+        assert r["Response"] == "Success"
+        await c.wait(lambda m: m.get("Event") == "Hangup" and m["Channel"] == conn["Channel"])
+        await c.settle(0.05)
+        await c.close()
+        msgs = [m for m in c.messages[start:] if "Event" in m]
+        return [m for m in msgs if not (m["Event"] == "QueueMemberStatus" and m["InCall"] == "1")]
+    finally:
+        await sim.stop()
+
+
+async def test_redirect_to_other_queue_matches_trace_09a() -> None:
+    got = await _run_transfer("redirect")
+    # up to the caller's final hangup (whose order is a race, see 01/02)
+    assert_same(
+        real("09a"),
+        REAL_INBOUND,
+        got,
+        unordered=frozenset({"QueueMemberStatus"}),
+        until=("HangupRequest", ("C",)),
+    )
+
+
+async def test_blind_transfer_matches_trace_09b() -> None:
+    got = await _run_transfer("blind")
+    assert_same(
+        real("09b"),
+        REAL_INBOUND,
+        got,
+        unordered=frozenset({"QueueMemberStatus"}),
+        until=("HangupRequest", ("C",)),
+    )
+
+
 async def _run_originate(number: str, variables: dict[str, str], **fields: str) -> list[Msg]:
     sim = await start_sim(agent_answer_after=0.5, customer_answer_after=1.0, reject_after=0.0)
     try:
