@@ -149,7 +149,9 @@ class NewCase:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InteractionRecord:
     """One call leg as the CTI saw it. ``(channel, call_id, leg)`` identifies it: recording
-    the same leg again updates the times/outcome instead of creating a second row.
+    the same leg again never creates a second row; it updates ``answered_at``, ``ended_at``
+    and ``outcome`` when given and fills any other field that is still empty (how the leg
+    started, the customer, notes and disposition are never overwritten by a re-record).
 
     ``leg`` distinguishes the agent legs of one call (a transferred call has one
     interaction per agent who handled it); use the agent leg's Uniqueid or the agent id.

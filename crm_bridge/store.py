@@ -144,6 +144,9 @@ _STD_FIELDS: dict[str, int | None] = {
 _DERIVED = ("name_key", "name_rkey")
 _LANG_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 _IDTYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: identity of an interaction; fields that a later record of the same leg may overwrite
+_KEY_FIELDS = frozenset({"call_id", "leg", "channel"})
+_PROGRESS_FIELDS = frozenset({"answered_at", "ended_at", "outcome"})
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _PHONEISH_RE = re.compile(r"^[+0-9 ()./\-]{3,}$")
 _DEFS_TTL = 10.0
@@ -1519,14 +1522,15 @@ class BuiltinCrm:
                     after={k: v for k, v in vals.items() if v not in (None, "")},
                 )
                 return str(iid)
-            # the same leg again: fill in what we learnt, never erase what we knew
+            # the same leg again: fill in what we learnt, never erase what we knew; how the
+            # leg started is fixed once known, how it went on (answer, end, outcome) may move
             changes = {
                 k: v
                 for k, v in vals.items()
-                if k not in ("call_id", "leg", "channel")
+                if k not in _KEY_FIELDS
                 and v not in (None, "")
                 and old[k] != v
-                and not (k in ("notes", "disposition", "customer_id") and old[k] not in (None, ""))
+                and (k in _PROGRESS_FIELDS or old[k] in (None, ""))
             }
             if changes:
                 before, after = diff(dict(old), changes)

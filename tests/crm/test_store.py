@@ -263,7 +263,7 @@ async def test_interaction_is_idempotent_per_leg(crm: BuiltinCrm) -> None:
         call_id="1700000000.1",
         leg="SIP/alice-1",
         direction="inbound",
-        offered_at=T0,
+        offered_at=T0 + timedelta(seconds=3),  # a later event's time: the first one stays
         answered_at=T0 + timedelta(seconds=5),
         ended_at=T0 + timedelta(seconds=65),
         outcome="completed",
@@ -286,6 +286,7 @@ async def test_interaction_is_idempotent_per_leg(crm: BuiltinCrm) -> None:
     first = legs[0]
     assert first.answered_at == T0 + timedelta(seconds=5) and first.outcome == "completed"
     assert first.queue == "support"  # not erased by the later record without a queue
+    assert first.offered_at == T0
     async with crm.engine.connect() as c:
         n = (await c.execute(text("SELECT count(*) FROM crm_interaction"))).scalar_one()
     assert n == 2
