@@ -386,6 +386,11 @@ class PopRouter:
             return
         new_agents = [a for a in (self._agent_of(t) for t in ev.targets) if a is not None]
         old = self._agent_of(ev.transferer)
+        if call.outbox is None and any(a not in call.legs for a in new_agents):
+            # the events that follow a transfer in the same AMI batch (the new queue's
+            # ringing) complete the picture: hold this call's messages until they are handled
+            call.outbox = []
+            asyncio.get_running_loop().call_soon(self._flush, call)
         for agent in new_agents:
             leg = call.legs.get(agent)
             if leg is None:
