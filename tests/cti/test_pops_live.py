@@ -40,7 +40,7 @@ class Agent:
         assert hello["type"] == "hello"
         self.stream = hello["data"]["stream"]
         self._reader = asyncio.create_task(self._read())
-        return hello  # type: ignore[no-any-return]
+        return hello
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -69,7 +69,7 @@ class Agent:
     def pop(self, call_id: str) -> dict[str, Any]:
         for m in self.messages:
             if m["type"] == "pop" and m["data"]["call_id"] == call_id:
-                return m["data"]  # type: ignore[no-any-return]
+                return m["data"]
         raise AssertionError("no pop")
 
     async def wait_for(self, call_id: str, kind: str, within: float = 5.0) -> None:
