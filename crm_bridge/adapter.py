@@ -102,7 +102,8 @@ class Identity:
     ``number``: caller number as delivered (any format; normalized by the adapter);
     ``ivr``: id type -> value entered in the IVR, e.g. ``{"account": "12345"}`` (the pop
     router maps channel variables to id types with ``CrmSettings.ivr_variables``);
-    ``email``: for e-mail/chat contacts; ``did``: the number dialled.
+    ``email``: for e-mail/chat contacts; ``did``: the number dialled (the built-in store does
+    not use it; the HTTP adapter passes it as ``{did}``).
     """
 
     number: str | None = None

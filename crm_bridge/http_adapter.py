@@ -22,7 +22,7 @@ Other calls (search, card, history, writes) raise :class:`CrmUnavailable` on fai
 a message fit for the agent's screen.
 
 Identification makes ONE request: ``identify_url`` filled with ``{number}`` (E.164),
-``{email}`` and one placeholder per IVR id type (``{account}``, ``{card}``...; unused ones
+``{email}``, ``{did}`` (the dialled number, as given) and one placeholder per IVR id type (``{account}``, ``{card}``...; unused ones
 are empty). Zero customers -> none, one -> one, several -> many (evidence: what was sent).
 The external CRM decides how the keys combine, so ``conflict`` is not detected here.
 """
@@ -430,7 +430,7 @@ class HttpCrmAdapter:
         deadline = min(self._settings.lookup_timeout, self._http.timeout)
         try:
             async with asyncio.timeout(deadline):
-                return await self._identify(number, email, ivr, withheld)
+                return await self._identify(number, email, ivr, withheld, who.did or "")
         except TimeoutError:
             reason = "crm timeout"
         except CrmUnavailable as e:
@@ -446,9 +446,14 @@ class HttpCrmAdapter:
         )
 
     async def _identify(
-        self, number: str | None, email: str | None, ivr: Mapping[str, str], withheld: bool
+        self,
+        number: str | None,
+        email: str | None,
+        ivr: Mapping[str, str],
+        withheld: bool,
+        did: str,
     ) -> Identification:
-        values = {"number": number or "", "email": email or "", **ivr}
+        values = {"number": number or "", "email": email or "", "did": did, **ivr}
         url = self._url(self._http.identify_url, values)
         key = f"identify {url}"
         cached = self._cache.get(key)
