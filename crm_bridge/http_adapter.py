@@ -22,9 +22,10 @@ Other calls (search, card, history, writes) raise :class:`CrmUnavailable` on fai
 a message fit for the agent's screen.
 
 Identification makes ONE request: ``identify_url`` filled with ``{number}`` (E.164),
-``{email}``, ``{did}`` (the dialled number, as given) and one placeholder per IVR id type (``{account}``, ``{card}``...; unused ones
-are empty). Zero customers -> none, one -> one, several -> many (evidence: what was sent).
-The external CRM decides how the keys combine, so ``conflict`` is not detected here.
+``{email}``, ``{did}`` (the dialled number, as given) and one placeholder per IVR id
+type (``{account}``, ``{card}``...; unused ones are empty). Zero customers -> none,
+one -> one, several -> many (evidence: what was sent). The external CRM decides how the
+keys combine, so ``conflict`` is not detected here.
 """
 
 from __future__ import annotations
