@@ -188,17 +188,22 @@ async def _clients(conn: Any, url: str, agents: list[tuple[str, str, str]]) -> N
 # --------------------------------------------------------------------------- the daemon side
 
 
+def _migration_dirs() -> list[str]:
+    from cti.app import MIGRATIONS
+
+    return [p for p in MIGRATIONS if os.path.isdir(p)]
+
+
 async def ensure_seeded(data_dir: Path, customers: int) -> float:
     from sqlalchemy import func, select
 
     from crm_bridge.db import make_engine, migrate
     from crm_bridge.models import Customer
     from crm_bridge.seed import seed_database
-    from cti.app import MIGRATIONS
 
     url = f"sqlite+aiosqlite:///{data_dir / 'cti.db'}"
     # the daemon's full schema (CRM, accounts, dialer), as `cti serve` would migrate it
-    await migrate(url, extra_version_locations=[p for p in MIGRATIONS if os.path.isdir(p)])
+    await migrate(url, extra_version_locations=_migration_dirs())
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
