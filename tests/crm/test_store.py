@@ -578,3 +578,16 @@ async def test_numbers_stored_in_any_format_are_found_in_any_other(crm: BuiltinC
         for fmt in asked:
             r = await crm.identify(Identity(number=fmt.format(a=area, n=sub)))
             assert r.status == "one" and r.card is not None and r.card.name == name, (fmt, area)
+
+
+async def test_concurrent_records_of_one_leg_make_one_row(crm: BuiltinCrm) -> None:
+    import asyncio
+
+    rec = InteractionRecord(
+        call_id="race.1", leg="alice", direction="inbound", offered_at=T0, agent="alice"
+    )
+    ids = await asyncio.gather(*(crm.record_interaction(rec) for _ in range(8)))
+    assert len(set(ids)) == 1
+    async with crm.engine.connect() as c:
+        n = (await c.execute(text("SELECT count(*) FROM crm_interaction"))).scalar_one()
+    assert n == 1
