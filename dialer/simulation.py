@@ -512,7 +512,7 @@ def report(sc: Scenario, mode: str, results: Sequence[DayResult], out: TextIO) -
         print("compliance: no violation", file=out)
 
 
-def plot_day(results: Sequence[DayResult], path: str, title: str) -> None:
+def plot_day(results: Sequence[DayResult], path: str, title: str, cap: float | None = None) -> None:
     """Occupancy and abandonment over the day, one thin line per seed and the mean."""
     import matplotlib
 
@@ -530,6 +530,9 @@ def plot_day(results: Sequence[DayResult], path: str, title: str) -> None:
         for ax, idx, color in ((ax1, 1, "tab:blue"), (ax2, 2, "tab:red")):
             mean = [statistics.fmean(r.series[i][idx] for r in results) * 100 for i in range(n)]
             ax.plot(hours, mean, color=color, lw=2.0)
+    if cap is not None:
+        ax2.axhline(cap * 100, color="black", ls="--", lw=1.0, label="cap")
+        ax2.legend(loc="upper left")
     ax1.set_ylabel("occupancy % (15 min)")
     ax2.set_ylabel("abandonment % (since start)")
     ax2.set_xlabel("hours into the day")
@@ -566,7 +569,7 @@ def main(
     report(sc, pacer, results, out)
     if plot:
         try:
-            plot_day(results, plot, f"{sc.name}: {sc.agents} agents, {pacer}")
+            plot_day(results, plot, f"{sc.name}: {sc.agents} agents, {pacer}", sc.abandon_cap)
             print(f"plot written to {plot}", file=out)
         except ImportError:
             print("plot skipped: matplotlib is not installed (pip install .[plot])", file=out)
