@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 import time
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -502,6 +503,7 @@ class BuiltinCrm:
         self._deadline = float("inf")
         self._reader: Engine | None = self._make_reader() if self._sqlite else None
         self._raw: Any = None
+        self._raw_thread = 0
 
     @property
     def engine(self) -> AsyncEngine:
@@ -574,8 +576,11 @@ class BuiltinCrm:
         """Like :meth:`_read` for the hot path: ``fn`` gets a reader of prepared statements
         (raw sqlite3 inline on SQLite, SQLAlchemy on other databases)."""
         if self._reader is not None:
+            if self._raw is not None and self._raw_thread != threading.get_ident():
+                self._drop_raw()  # sqlite3 connections belong to the thread that made them
             if self._raw is None:
                 self._raw = self._reader.raw_connection()
+                self._raw_thread = threading.get_ident()
             rd = _RawReader(self._raw.driver_connection, self._reader.dialect)
             self._deadline = time.monotonic() + (limit_s or 3600.0)
             try:
@@ -600,6 +605,8 @@ class BuiltinCrm:
         if self._raw is not None:
             try:
                 self._raw.invalidate()
+            except Exception:  # another thread's connection cannot even be closed here
+                pass
             finally:
                 self._raw = None
 

@@ -301,3 +301,20 @@ async def test_concurrent_lookups_while_writing(crm: BuiltinCrm, people: dict[st
     assert set(statuses) == {"one"}
     r = await crm.identify(Identity(number="040 1234009"))
     assert r.status == "one" and r.card is not None and r.card.name == "New 9"
+
+
+async def test_store_used_from_another_thread(crm: BuiltinCrm, people: dict[str, str]) -> None:
+    """A CLI may drive the same store object from a worker thread's own loop."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if crm.engine.dialect.name != "sqlite":
+        pytest.skip("asyncpg connection pools belong to one event loop")
+
+    assert (await crm.identify(Identity(number="01711234567"))).status == "one"
+
+    def other_thread() -> str:
+        return asyncio.run(crm.identify(Identity(number="01711234567"))).status
+
+    with ThreadPoolExecutor(1) as pool:
+        assert await asyncio.get_running_loop().run_in_executor(pool, other_thread) == "one"
+    assert (await crm.identify(Identity(number="01711234567"))).status == "one"
