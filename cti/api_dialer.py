@@ -145,6 +145,12 @@ class PreviewQuery(BaseModel):
 
 
 class PreviewOut(BaseModel):
+    """`lead` is null when no running preview campaign has a lead for you now."""
+
+    lead: PreviewLeadOut | None
+
+
+class PreviewLeadOut(BaseModel):
     campaign: str
     lead_id: int
     kind: str
@@ -155,6 +161,9 @@ class PreviewOut(BaseModel):
     attempts: int
     last_outcome: str
     time_zone: str
+
+
+PreviewOut.model_rebuild()
 
 
 class DialOut(BaseModel):
@@ -238,7 +247,6 @@ class CampaignsStatsOut(BaseModel):
 class HistoryQuery(BaseModel):
     from_: str = Field(alias="from", min_length=10, max_length=32)
     to: str = Field(min_length=10, max_length=32)
-    format: Literal["json", "csv"] = "json"
 
 
 class AgentDayOut(BaseModel):
@@ -322,13 +330,13 @@ def _parse_day(text: str, field: str, end: bool) -> float:
             d = datetime.fromisoformat(text).replace(tzinfo=UTC)
             return (d + timedelta(days=1) if end else d).timestamp()
         t = datetime.fromisoformat(text)
-    except ValueError:
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=UTC)
+        return t.timestamp()
+    except (ValueError, OverflowError):
         raise ApiError(
             422, "invalid_query", "use YYYY-MM-DD or an ISO time", field=f"query.{field}"
         ) from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.timestamp()
 
 
 # --------------------------------------------------------------------------- campaigns
@@ -596,7 +604,7 @@ async def _campaign_id(d: Any, name: str) -> int:
     summary="The callback ledger (agents see their own)",
     query=CallbacksQuery,
     response=CallbacksOut,
-    errors=(409,),
+    errors=(404, 409),
 )
 async def list_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     return await _callbacks(ctx, (), False)
@@ -608,7 +616,7 @@ async def list_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     roles=STAFF,
     query=CallbacksQuery,
     response=CallbacksOut,
-    errors=(409,),
+    errors=(404, 409),
 )
 async def missed_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
     return await _callbacks(ctx, ("pending", "fallback", "missed"), True)
@@ -619,17 +627,17 @@ async def missed_callbacks(ctx: Ctx, body: None) -> CallbacksOut:
 
 @router.get(
     "/api/dialer/preview",
-    summary="My next lead to preview (204 when there is none)",
+    summary="My next lead to preview (lead is null when there is none)",
     roles=ANY_ROLE,
     query=PreviewQuery,
     response=PreviewOut,
     errors=(409,),
 )
-async def preview_next(ctx: Ctx, body: None) -> PreviewOut | None:
+async def preview_next(ctx: Ctx, body: None) -> PreviewOut:
     agent = ctx.require_agent()
     q: PreviewQuery | None = ctx.query
     lead = await _dialer(ctx).preview_next(agent, q.campaign if q else None)
-    return None if lead is None else PreviewOut.model_validate(lead)
+    return PreviewOut(lead=None if lead is None else PreviewLeadOut.model_validate(lead))
 
 
 @router.post(
@@ -716,8 +724,14 @@ async def stats_campaign(ctx: Ctx, body: None) -> CampaignStatsOut:
     errors=(409,),
 )
 async def stats_history(ctx: Ctx, body: None) -> HistoryOut:
-    """`from`/`to`: dates (YYYY-MM-DD, whole days in UTC, `to` included) or ISO times."""
+    """`from`/`to`: dates (YYYY-MM-DD, whole days in UTC, `to` included) or ISO times.
+    Add `format=csv` for the same figures as a CSV file (text/csv, one row per agent or
+    campaign and day, a `kind` column tells which); it is not in the parameter schema because
+    this document describes JSON answers only."""
     q: HistoryQuery = ctx.query
+    fmt = ctx.request.query.get("format", "json")
+    if fmt not in ("json", "csv"):
+        raise ApiError(422, "invalid_query", "format is json or csv", field="query.format")
     since = _parse_day(q.from_, "from", end=False)
     until = _parse_day(q.to, "to", end=True)
     if until <= since:
@@ -725,7 +739,7 @@ async def stats_history(ctx: Ctx, body: None) -> HistoryOut:
     if until - since > 400 * 86400:
         raise ApiError(422, "invalid_query", "at most 400 days at once", field="query.to")
     hist = await stats.history(_dialer(ctx), since, until)
-    if q.format == "csv":
+    if fmt == "csv":
         raise web.HTTPOk(
             text=stats.history_csv(hist),
             content_type="text/csv",
