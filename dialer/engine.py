@@ -169,6 +169,7 @@ class Dialer:
         agent_view: AgentLookup | None = None,
         agent_views: AgentViews | None = None,
         agent_log: bool = True,
+        channel_of: Callable[[str, str], str | None] | None = None,
     ) -> None:
         self._engine = self.engine = engine
         self._sessions = make_sessionmaker(engine)
@@ -189,6 +190,8 @@ class Dialer:
         )
         self._agent_view = agent_view
         self._agent_views = agent_views
+        #: (server, call id) -> the call's first channel, from the tracker (for Redirects)
+        self._channel_of = channel_of
         self._runs: dict[int, _Run] = {}
         self._by_attempt: dict[str, _Run] = {}
         #: preview leads reserved for an agent: agent -> (campaign id, lead)
@@ -505,6 +508,9 @@ class Dialer:
     async def _safe_harbor(self, run: _Run, f: InFlight) -> None:
         """The dialplan did not move the call to safe-harbor in time: do it from here, so
         that the person hears the message instead of silence."""
+        server = f.server or run.campaign.server or self._server
+        if not f.channel and self._channel_of is not None:
+            f.channel = self._channel_of(server, f.attempt_id) or ""
         if not f.channel:
             log.warning("abandoned call without a known channel", attempt=f.attempt_id)
             return
@@ -519,8 +525,9 @@ class Dialer:
                     "ActionID": f"{f.attempt_id}-sh",
                 },
             )
-            await self._originate(f.server or run.campaign.server or self._server, action)
+            await self._originate(server, action)
             self.stats["safe_harbor_redirects"] += 1
+            log.info("abandoned call sent to safe-harbor", attempt=f.attempt_id, server=server)
         except Exception as e:
             log.warning("safe-harbor redirect failed", attempt=f.attempt_id, error=str(e))
 

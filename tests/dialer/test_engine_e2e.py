@@ -343,3 +343,28 @@ async def seed_window(fl: Floor, campaign: str, *, answered: int, abandoned: int
                     abandoned=i < abandoned,
                 )
             )
+
+
+async def test_deadline_seen_first_by_the_cti_redirects_to_safe_harbor(tmp_path: Path) -> None:
+    # the dialplan's CtiAbandoned never reaches us (user events masked): the CTI's own
+    # deadline (2 s + grace) counts the call abandoned and moves it to safe-harbor itself
+    async with floor(
+        tmp_path, events="system,call,agent,dialplan,cdr", sim={"safe_harbor_seconds": 8.0}
+    ) as fl:
+        d = await fl.start_dialer()
+        await fl.login("anna", "PJSIP/1001")
+        assert fl.campaigns is not None
+        await fl.campaign("quiet", ANSWER[:1], tmp_path, mode="progressive")
+        await fl.campaigns.set_state("quiet", "running")
+        await fl.until(lambda: fl.originates, 5)
+        await fl.agents.pause("anna", "break")
+        await fl.settled(within=10)
+        (att,) = await fl.attempts()
+        assert att.outcome == "abandoned" and fl.user_events == []
+        (redirect,) = fl.redirects
+        assert redirect["Context"] == "cti-dialer" and redirect["Exten"] == "safe-harbor"
+        assert redirect["Channel"].startswith("PJSIP/trunk-")
+        assert d.stats["safe_harbor_redirects"] == 1
+        # counted once, when the CTI saw the deadline pass (not again at the hangup)
+        assert d.stats["abandoned"] == 1 and att.ended_at is not None
+        assert att.ended_at - (att.answered_at or 0) >= 3.0

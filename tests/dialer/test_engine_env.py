@@ -73,6 +73,7 @@ class Floor:
     campaigns: CampaignService | None = None
     originates: list[dict[str, str]] = field(default_factory=list)
     originate_responses: dict[str, int] = field(default_factory=dict)
+    redirects: list[dict[str, str]] = field(default_factory=list)
     user_events: list[dict[str, str]] = field(default_factory=list)
     notes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     changes: list[AgentStateChange] = field(default_factory=list)
@@ -84,6 +85,8 @@ class Floor:
     async def originate(self, server: str, action: Any) -> Any:
         if action.name == "Originate":
             self.originates.append(dict(action.headers))
+        elif action.name == "Redirect":
+            self.redirects.append(dict(action.headers))
         return await self.link.send(action)
 
     def notify(self, agent: str, kind: str, payload: dict[str, Any]) -> None:
@@ -103,7 +106,14 @@ class Floor:
             clock=self.clock,
             agent_view=agents.view,
             agent_views=agents.views,
+            channel_of=self.channel_of,
         )
+
+    def channel_of(self, server: str, call_id: str) -> str | None:
+        for c in self.tracker.live_calls():
+            if c.call_id == call_id:
+                return c.caller.channel
+        return None
 
     async def start_dialer(self) -> Dialer:
         d = self.make_dialer()
@@ -202,7 +212,7 @@ def sim_settings(**kw: Any) -> SimulatorSettings:
 
 @asynccontextmanager
 async def floor(
-    tmp: Path, *, sim: dict[str, Any] | None = None, **dialer: Any
+    tmp: Path, *, sim: dict[str, Any] | None = None, events: str = "on", **dialer: Any
 ) -> AsyncIterator[Floor]:
     url = f"sqlite+aiosqlite:///{tmp / 'cti.db'}"
     await migrate(url, extra_version_locations=version_locations())
@@ -227,7 +237,13 @@ async def floor(
             fl.queue.put_nowait(ev)
 
     link = AmiLink(
-        AmiServerSettings(name="pbx1", port=pbx.port, secret=SecretStr(SECRET), reconnect_min=0.05),
+        AmiServerSettings(
+            name="pbx1",
+            port=pbx.port,
+            secret=SecretStr(SECRET),
+            reconnect_min=0.05,
+            events=events,
+        ),
         on_message=on_message,
         clock=clock,
     )
