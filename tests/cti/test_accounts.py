@@ -4,12 +4,16 @@ the schema made by the alembic migrations. Marked slow: argon2 hashing is costly
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from crm_bridge.db import make_engine
 from cti.accounts import AccountError, AccountStore, accounts_table
@@ -30,19 +34,34 @@ def _urls() -> list[object]:
     return urls
 
 
+@asynccontextmanager
+async def _scratch_pg(url: str) -> AsyncIterator[str]:
+    """A database of its own on the test cluster, dropped afterwards, so that nothing else
+    running against the cluster sees or disturbs these rows."""
+    name = f"cti_accounts_{secrets.token_hex(4)}"
+    admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
 @pytest.fixture(params=_urls())
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AccountStore]:
-    url = (
-        f"sqlite+aiosqlite:///{tmp_path / 'cti.db'}" if request.param == "sqlite" else request.param
-    )
-    await migrate(url)
-    await migrate(url)  # a second run is a no-op
-    engine = make_engine(url)
-    if request.param != "sqlite":
-        async with engine.begin() as conn:
-            await conn.execute(accounts_table.delete())
-    yield AccountStore(engine)
-    await engine.dispose()
+    async with AsyncExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path / 'cti.db'}"
+        else:
+            url = await stack.enter_async_context(_scratch_pg(request.param))
+        await migrate(url)
+        await migrate(url)  # a second run is a no-op
+        engine = make_engine(url)
+        yield AccountStore(engine)
+        await engine.dispose()
 
 
 async def test_create_and_authenticate(store: AccountStore) -> None:
