@@ -41,13 +41,16 @@ def version_locations() -> list[str]:
 
 
 def _make_crm(settings: Settings, engine: Any) -> Any:
+    from crm_bridge.store import BuiltinCrm
+
+    local = BuiltinCrm(engine, settings.crm)
     if settings.crm.adapter == "http":
         from crm_bridge.http_adapter import HttpCrmAdapter
 
-        return HttpCrmAdapter(settings.crm)
-    from crm_bridge.store import BuiltinCrm
-
-    return BuiltinCrm(engine, settings.crm)
+        # callbacks, consent and do-not-call stay in our own store: compliance must not
+        # depend on an external CRM being up
+        return HttpCrmAdapter(settings.crm, local=local)
+    return local
 
 
 class Daemon:
@@ -285,6 +288,9 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         if services is not None:
+            close = getattr(services.crm, "close", None)
+            if close is not None:
+                await close()
             await services.engine.dispose()
         log.info("cti server stopped")
 
