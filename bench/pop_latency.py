@@ -434,6 +434,7 @@ def main() -> int:
     p.add_argument("--talk-min", type=float, default=3.0)
     p.add_argument("--talk-max", type=float, default=8.0)
     p.add_argument("--deadline-ms", type=int, default=150)
+    p.add_argument("--profile", metavar="FILE", help="cProfile the daemon's process into FILE")
     p.add_argument("--data-dir", help="where the seeded CRM is kept (reused when it matches)")
     p.add_argument(
         "--quick", action="store_true", help="200 agents, 20,000 customers, 30 calls/s for 8 s"
@@ -441,7 +442,16 @@ def main() -> int:
     args = p.parse_args()
     if args.quick:
         args.agents, args.customers, args.rate, args.seconds = 200, 20_000, 30.0, 8.0
-    r = asyncio.run(run(args))
+    if args.profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        r = asyncio.run(run(args))
+        prof.disable()
+        prof.dump_stats(args.profile)
+    else:
+        r = asyncio.run(run(args))
     rows = [
         ("customers in the CRM", f"{r['customers']:,}"),
         ("agents connected (websockets)", f"{r['agents']:,}"),

@@ -49,8 +49,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -145,7 +145,10 @@ class _Leg:
     disposition: str | None = None
     customer_id: str | None = None
     #: the CRM write of this leg's interaction (answered legs only); result: interaction id
-    record: asyncio.Task[str | None] | None = None
+    record: asyncio.Future[str | None] | None = None
+    #: "" while the leg is live, then completed | transferred; and what the CRM has of it
+    outcome: str = ""
+    written_outcome: str | None = None
 
     def history_entry(self) -> dict[str, Any]:
         return {
@@ -202,7 +205,8 @@ class PopRouter:
         self._calls: dict[str, _Call] = {}
         self._ended: OrderedDict[str, float] = OrderedDict()
         self._by_agent: dict[str, set[str]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writes: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
         self.pops_sent = 0
         self.degraded_pops = 0
 
@@ -355,7 +359,6 @@ class PopRouter:
             leg.answered_at = at
             leg.ended_at = None
             self._update(call, leg, "answered_by_you", None, at)
-            self._start_record(call, leg)
         if not close_ringing:
             return
         for other in call.legs.values():
@@ -587,18 +590,38 @@ class PopRouter:
 
     # ------------------------------------------------------------------ CRM interaction log
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def _write(self, job: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
+        """Queue a CRM write. One writer runs them in order, one at a time: concurrent writes
+        would only fight over the database's write lock (and the GIL) and slow the event loop
+        that delivers pops; in order, a leg's first record always precedes its updates."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._writes.append((job, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_loop(), name="pops-crm-writer")
+        return fut
 
-    def _start_record(self, call: _Call, leg: _Leg) -> None:
-        if leg.record is not None:
-            return
-        leg.record = self._spawn(self._record(call, leg))
+    async def _write_loop(self) -> None:
+        writes = self._writes
+        while writes:
+            job, fut = writes.popleft()
+            try:
+                result = await job()
+            except Exception as e:
+                log.warning("crm write failed", error=type(e).__name__)
+                result = None
+            if not fut.done():
+                fut.set_result(result)
 
-    def _interaction(self, call: _Call, leg: _Leg, outcome: str = "") -> Any:
+    def _ensure_record(self, call: _Call, leg: _Leg) -> asyncio.Future[str | None]:
+        """The leg's interaction, written once when first needed: when the agent works on the
+        call (notes, links) or when the leg ends, so a call costs one write, not two."""
+        if leg.record is None:
+            leg.record = self._write(lambda: self._record(call, leg))
+        return leg.record
+
+    def _interaction(self, call: _Call, leg: _Leg) -> InteractionRecord:
+        ended = leg.outcome != ""
         return InteractionRecord(
             call_id=call.call_id,
             leg=leg.agent,
@@ -607,15 +630,16 @@ class PopRouter:
             number=call.number,
             did=call.did or "",
             answered_at=_epoch(leg.answered_at),
-            ended_at=_epoch(leg.ended_at) if outcome else None,
+            ended_at=_epoch(leg.ended_at) if ended else None,
             queue=call.queue or "",
             agent=leg.agent,
             campaign=call.campaign or "",
-            outcome=outcome,
+            outcome=leg.outcome,
             customer_id=call.customer_id or _card_id(call.identification),
         )
 
     async def _record(self, call: _Call, leg: _Leg) -> str | None:
+        leg.written_outcome = leg.outcome
         try:
             iid = await self._crm.record_interaction(self._interaction(call, leg))
             return None if iid is None else str(iid)
@@ -629,16 +653,19 @@ class PopRouter:
             return None
 
     def _finish_record(self, call: _Call, leg: _Leg, outcome: str) -> None:
-        """Record the leg again with its end (the adapter upserts on call_id + leg)."""
+        """The leg ended: write it with its end (the adapter upserts on call_id + leg)."""
+        leg.outcome = outcome
         first = leg.record
         if first is None:
+            self._ensure_record(call, leg)
             return
 
         async def finish() -> None:
-            if await first is None:
-                return
+            if leg.written_outcome == leg.outcome or await first is None:
+                return  # the first write already carried the end
+            leg.written_outcome = leg.outcome
             try:
-                await self._crm.record_interaction(self._interaction(call, leg, outcome))
+                await self._crm.record_interaction(self._interaction(call, leg))
             except Exception as e:
                 log.warning(
                     "closing the interaction failed",
@@ -647,7 +674,7 @@ class PopRouter:
                     error=type(e).__name__,
                 )
 
-        self._spawn(finish())
+        self._write(finish)
 
     # ------------------------------------------------------------------ agent side
 
@@ -712,10 +739,10 @@ class PopRouter:
 
     async def interaction_id(self, call_id: str, agent_id: str) -> str:
         """The CRM interaction of this agent's part of the call; only answered legs have one."""
-        _call, leg = self._leg(call_id, agent_id)
-        if leg.record is None:
+        call, leg = self._leg(call_id, agent_id)
+        if leg.answered_at is None:
             raise NotAnswered(f"{call_id}: not answered by {agent_id}")
-        iid = await leg.record
+        iid = await self._ensure_record(call, leg)
         if iid is None:
             raise RuntimeError("the interaction could not be recorded in the CRM")
         return iid
@@ -797,12 +824,13 @@ class PopRouter:
 
     async def drain(self) -> None:
         """Wait for pending CRM writes (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._writer is not None and not self._writer.done():
+            await asyncio.wait({self._writer})
 
     def stats(self) -> dict[str, int]:
         return {
             "calls": len(self._calls),
+            "crm_writes_queued": len(self._writes),
             "pops_sent": self.pops_sent,
             "degraded_pops": self.degraded_pops,
         }

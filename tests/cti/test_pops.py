@@ -167,8 +167,19 @@ async def test_ringall_queue_pops_every_rung_agent_once_and_tells_the_others() -
     await settle(router)
     assert hub.types("bob") == ["pop", "update:answered_by_you"]
     assert hub.types("ann") == ["pop", "update:answered_elsewhere"]
+    assert crm.records == []  # written once, when needed: no database write per answer
+    await router.add_note(CID, "bob", "first words")
     assert len(crm.records) == 1 and crm.records[0].agent == "bob"
     assert crm.records[0].answered_at is not None and crm.records[0].customer_id == "c1"
+    assert crm.records[0].ended_at is None
+    await router.on_call_event(
+        Hangup(call_id=CID, at=110.0, caller=CALLER, reason="completed", cause=16)
+    )
+    await settle(router)
+    assert [(r.agent, r.outcome, r.ended_at is not None) for r in crm.records] == [
+        ("bob", "", False),
+        ("bob", "completed", True),
+    ]
 
 
 async def test_linear_queue_pops_the_next_agent_with_the_same_lookup() -> None:
@@ -312,9 +323,15 @@ async def test_blind_transfer_moves_the_pop_with_history_and_closes_the_old_view
     pop = hub.of("cid")[0][1]
     assert pop["transferred"] is True
     assert [(h["agent"], h["notes"]) for h in pop["history"]] == [("ann", ["wants a refund"])]
-    legs = {r.leg: r for r in crm.records}
-    assert set(legs) == {"ann", "cid"}
-    assert [r.outcome for r in crm.records if r.leg == "ann"][-1] == "transferred"
+    await router.on_call_event(
+        Hangup(call_id=CID, at=130.0, caller=CALLER, reason="completed", cause=16)
+    )
+    await settle(router)
+    assert [(r.leg, r.outcome) for r in crm.records] == [
+        ("ann", ""),  # written when the note was added
+        ("ann", "transferred"),
+        ("cid", "completed"),
+    ]
 
 
 async def test_redirect_to_another_queue_follows_the_call_without_a_transfer_event() -> None:

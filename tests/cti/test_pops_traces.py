@@ -48,7 +48,8 @@ async def test_01_queue_call_answered_by_agent_one() -> None:
     assert pop["identification"]["card"]["id"] == "c1"
     assert pop["queue"] == "support" and pop["direction"] == "inbound"
     assert hub.types("bob") == [] and hub.types("cid") == []
-    assert [(r.agent, r.outcome) for r in crm.records] == [("ann", ""), ("ann", "completed")]
+    assert [(r.agent, r.outcome) for r in crm.records] == [("ann", "completed")]
+    assert crm.records[0].answered_at is not None and crm.records[0].ended_at is not None
 
 
 async def test_02_ring_no_answer_moves_the_pop_to_agent_two() -> None:
