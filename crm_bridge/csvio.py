@@ -2,7 +2,8 @@
 generator, and a line-exact streaming reader for it.
 
 Layout (UTF-8, comma separated, RFC 4180 quoting, one header row; column order is free,
-only ``name`` is required, empty cells mean "not given"):
+only ``name`` is required, empty cells mean "not given"; a file whose header is separated
+by semicolons or tabs, as German spreadsheets save it, is read with that separator):
 
 =====================  ==================================================================
 column                 meaning
@@ -486,11 +487,13 @@ class CsvSource:
     quotes and commas) and the record is marked; the row parser rejects it with the byte.
     """
 
-    def __init__(self, f: IO[bytes], *, start_offset: int = 0, start_line: int = 0) -> None:
+    def __init__(
+        self, f: IO[bytes], *, start_offset: int = 0, start_line: int = 0, delimiter: str = ","
+    ) -> None:
         self._f = f
         self.offset = start_offset
         self.line = start_line
-        self._reader = csv.reader(self._lines(), strict=False)
+        self._reader = csv.reader(self._lines(), delimiter=delimiter, strict=False)
 
     def _lines(self) -> Iterator[str]:
         f = self._f
@@ -518,16 +521,30 @@ class CsvSource:
             yield Record(start, fields, self.offset, self.line)
 
 
-def read_header(f: IO[bytes]) -> tuple[list[str], int, int]:
-    """(header cells, byte offset after the header, its last line number)."""
-    src = CsvSource(f)
+def sniff_delimiter(first_line: bytes) -> str:
+    """``,`` unless the header is clearly separated otherwise.
+
+    German spreadsheet programs save "CSV" with semicolons (the comma is the decimal sign);
+    such a file must import as it is, not fail on one giant unknown column.
+    """
+    counts = {d: first_line.count(d.encode()) for d in (",", ";", "\t")}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
+def read_header(f: IO[bytes]) -> tuple[list[str], int, int, str]:
+    """(header cells, byte offset after the header, its last line number, delimiter)."""
+    start = f.tell()
+    delimiter = sniff_delimiter(f.readline())
+    f.seek(start)
+    src = CsvSource(f, delimiter=delimiter)
     for rec in src:
         if rec.error:
             raise LayoutError(f"line {rec.line}: header {rec.error}")
         cells = rec.fields
         if any(_BAD_TEXT.search(c) for c in cells):
             raise LayoutError(f"line {rec.line}: the header is not valid UTF-8 text")
-        return cells, rec.end_offset, rec.end_line
+        return cells, rec.end_offset, rec.end_line, delimiter
     raise LayoutError("the file is empty (no header row)")
 
 

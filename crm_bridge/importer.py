@@ -201,6 +201,9 @@ class _Reports:
             if size is None:
                 f = p.open("w", encoding="utf-8", newline="")
                 csv_writer(f).writerow(header)
+            elif not p.exists():  # removed by the user meanwhile: start it again
+                f = p.open("w", encoding="utf-8", newline="")
+                csv_writer(f).writerow(header)
             else:
                 f = p.open("r+", encoding="utf-8", newline="")
                 f.truncate(size)
@@ -497,7 +500,7 @@ class Importer:
         except OSError as e:
             raise ImportUsageError(f"cannot read {self.path}: {e.strerror}") from None
         with f:
-            header, header_end, header_line = read_header(f)
+            header, header_end, header_line, delimiter = read_header(f)
             layout = parse_header(header)
             fp = _fingerprint(self.path, header_end)
             prev = self.state.load()
@@ -559,7 +562,9 @@ class Importer:
                 size, label=self.path.name, enabled=self.opt.progress, stream=sys.stderr
             )
             f.seek(start_offset)
-            source = CsvSource(f, start_offset=start_offset, start_line=start_line)
+            source = CsvSource(
+                f, start_offset=start_offset, start_line=start_line, delimiter=delimiter
+            )
             batches = iter(_batches(source, self.opt.batch_size))
 
             def read_and_parse() -> _Prepared | None:
@@ -758,7 +763,11 @@ def _prepare(batch: _Batch, parser: RowParser) -> _Prepared:
         try:
             good.append(parse(rec.line, rec.fields))
         except RowError as e:
-            rejects.append([rec.line, str(e), _printable(parser.name_of(rec.fields)[:60])])
+            reason = str(e)
+            if rec.end_line > rec.line and reason.startswith("expected "):
+                reason += f" (the record runs over lines {rec.line}-{rec.end_line}: a quote "
+                reason += "that is never closed?)"
+            rejects.append([rec.line, reason, _printable(parser.name_of(rec.fields)[:60])])
     phones: set[str] = set()
     emails: set[str] = set()
     ids: dict[str, set[str]] = {}

@@ -343,3 +343,27 @@ def test_bulk_name_keys_follow_the_store_rules(name: str) -> None:
 
     rules = {"name_key": normalize.search_key, "name_rkey": normalize.search_key_last_first}
     assert name_values(name) == tuple(rules[c](name) for c in name_columns())
+
+
+async def test_semicolon_file_from_a_spreadsheet_and_an_unclosed_quote(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    src = tmp_path / "excel.csv"
+    src.write_text(
+        "name;phone;cf_limit:number\nAnna Müller;030 1234567;1,5\nBert, Consulting;0301234568;2\n",
+        encoding="utf-8",
+    )
+    res = await import_csv(engine, src, crm_settings)
+    assert (res.imported, res.rejected) == (2, 0)
+    assert await names(engine) == ["Anna Müller", "Bert, Consulting"]
+    async with engine.connect() as conn:
+        limits = sorted(
+            v or 0.0 for v in (await conn.execute(select(CustomFieldValue.value_number))).scalars()
+        )
+    assert limits == [1.5, 2.0]
+    src2 = tmp_path / "quote.csv"
+    src2.write_text('name,phone\nDora,+4930777000\n"Emil,+4930777001\nFrida,+4930777002\n')
+    res2 = await import_csv(engine, src2, crm_settings)
+    assert (res2.imported, res2.rejected) == (1, 1)
+    (reject,) = report(default_paths(src2)[0])
+    assert reject["line"] == "3" and "lines 3-4" in reject["reason"]
