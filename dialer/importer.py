@@ -71,10 +71,13 @@ def _rows(
     f: IO[bytes], region: str, default_area: str, site_zone: str
 ) -> Iterator[tuple[int, dict[str, Any] | str, int]]:
     """(line, lead columns or the reason it is rejected, byte offset) per data row."""
-    header, offset, line = read_header(f)
+    head: tuple[Any, ...] = tuple(read_header(f))
+    header, offset, line = head[0], head[1], head[2]
+    # newer readers also sniff the delimiter (comma, semicolon, tab)
+    extra: dict[str, Any] = {"delimiter": head[3]} if len(head) > 3 else {}
     phone_cols, named = _layout(header)
     width = len(header)
-    for rec in CsvSource(f, start_offset=offset, start_line=line):
+    for rec in CsvSource(f, start_offset=offset, start_line=line, **extra):
         if rec.error:
             yield rec.line, rec.error, rec.end_offset
             continue
