@@ -882,7 +882,7 @@ async def schedule_callback(ctx: Ctx, body: CallbackIn) -> CallbackOut:
         campaign = pop["campaign"] or ""
         try:
             interaction_id = await ctx.services.pops.interaction_id(body.call_id, agent)
-        except (PermissionError, RuntimeError):
+        except (PermissionError, CrmError):
             interaction_id = None
     card = None
     if customer_id is not None:

@@ -68,7 +68,7 @@ from ami.events import (
     Transfer,
     Up,
 )
-from crm_bridge.adapter import Identity, InteractionRecord, NewCase
+from crm_bridge.adapter import CrmUnavailable, Identity, InteractionRecord, NewCase
 
 log = structlog.get_logger(__name__)
 
@@ -744,7 +744,7 @@ class PopRouter:
             raise NotAnswered(f"{call_id}: not answered by {agent_id}")
         iid = await self._ensure_record(call, leg)
         if iid is None:
-            raise RuntimeError("the interaction could not be recorded in the CRM")
+            raise CrmUnavailable("the interaction could not be recorded in the CRM")
         return iid
 
     async def add_note(self, call_id: str, agent_id: str, text: str) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class Crm:
         self.records: list[InteractionRecord] = []
         self.updates: list[tuple[str, dict[str, Any]]] = []
         self.customers = {"+4930123456": "c1"}
+        self.fail_writes = False
 
     async def identify(self, who: Identity) -> Identification:
         self.identified.append(who)
@@ -71,6 +72,8 @@ class Crm:
         )
 
     async def record_interaction(self, rec: InteractionRecord) -> str:
+        if self.fail_writes:
+            raise ConnectionError("crm down")
         self.records.append(rec)
         return f"i-{rec.call_id}-{rec.leg}"
 
@@ -480,3 +483,21 @@ async def test_finished_calls_are_not_kept_forever() -> None:
         assert router.live_pops("ann")[-1]["call_id"] == f"a.{limit + 19}"
     finally:
         pops_mod.ENDED_MAX = old
+
+
+async def test_a_crm_that_cannot_write_is_reported_not_raised_into_the_call() -> None:
+    from crm_bridge.adapter import CrmUnavailable
+
+    crm = Crm()
+    crm.fail_writes = True
+    router, hub, _ = make(crm)
+    await router.on_call_event(ringing(A1))
+    await router.on_call_event(Up(call_id=CID, at=101.0, caller=CALLER, callee=A1))
+    await settle(router)
+    with pytest.raises(CrmUnavailable):
+        await router.add_note(CID, "ann", "lost?")
+    await router.on_call_event(
+        Hangup(call_id=CID, at=110.0, caller=CALLER, reason="completed", cause=16)
+    )
+    await settle(router)
+    assert hub.types("ann") == ["pop", "update:answered_by_you", "update:ended"]
