@@ -566,7 +566,16 @@ class Dialer:
                 if lead is None:
                     continue
                 self.stats["callbacks_offered"] += 1
-                await self._send(agent, "callback.due", await self._lead_payload(run, lead))
+                promise = await self.leads.open_callback(lead_id) or {}
+                payload = await self._lead_payload(run, lead)
+                # docs/protocol.md: the fields of the callback resource, plus the lead
+                payload.update(
+                    id=promise.get("id", ""),
+                    due_at=promise.get("due_at", due),
+                    note=promise.get("note", ""),
+                    agent=agent,
+                )
+                await self._send(agent, "callback.due", payload)
                 await self._dial_agent_first(run, lead, agent, view, now)
             elif now > due + grace:
                 state = await self.leads.callback_fallback(

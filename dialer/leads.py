@@ -487,6 +487,24 @@ class LeadStore:
             for cb, name, numbers, tz, camp in rows
         ]
 
+    async def open_callback(self, lead_id: int) -> dict[str, Any] | None:
+        """The lead's open promise (id, due_at, agent, note), if any."""
+        async with self._sessions() as s:
+            cb = (
+                await s.execute(
+                    select(Callback)
+                    .where(
+                        Callback.lead_id == lead_id,
+                        Callback.state.in_(("pending", "fallback", "missed")),
+                    )
+                    .order_by(Callback.id.desc())
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        if cb is None:
+            return None
+        return {"id": str(cb.id), "due_at": cb.due_at, "agent": cb.agent, "note": cb.note}
+
     async def lead_info(self, lead_id: int) -> dict[str, Any] | None:
         """What a pop or a preview shows about a lead."""
         async with self._sessions() as s:

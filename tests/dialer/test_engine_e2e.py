@@ -163,6 +163,8 @@ async def test_callback_for_an_agent_rings_that_agent_first_at_its_time(tmp_path
         assert [(a, p["lead_id"], p["name"]) for a, p in ((n[0], n[2]) for n in offers)] == [
             ("ben", lead.id, "Answer 1")
         ]
+        assert offers[0][2]["id"] == str(cb_id) and offers[0][2]["due_at"] == due
+        assert offers[0][2]["note"] == "after lunch"
         assert leads["a1"].state == "done"
         (row,) = await d.leads.callbacks(now=fl.clock(), grace=600)
         assert row["id"] == cb_id and row["state"] == "done" and row["outcome"] == "handled"
