@@ -852,3 +852,32 @@ async def test_random_operations_never_break_the_pbx() -> None:
         await c.close()
     finally:
         await sim.stop()
+
+
+async def test_client_that_stops_reading_is_dropped_without_slowing_others() -> None:
+    sim = await start_sim(
+        max_client_buffer=65536, agent_answer_after=0.1, talk_min=0.5, talk_max=0.5
+    )
+    try:
+        good = await client(sim)
+        await _add(good, "PJSIP/1001", "Anna")
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", sim.port))
+        raw.setblocking(False)
+        _r, w = await asyncio.open_connection(sock=raw)
+        w.write(b"Action: Login\r\nUsername: cti\r\nSecret: demo-secret\r\n\r\n")
+        await asyncio.sleep(0.05)
+        slow = next(cl for cl in sim._clients if cl.peer.endswith(str(raw.getsockname()[1])))
+        for i in range(400):  # about 10 MB of events that the slow client never reads
+            sim.inbound_call(f"+4930900{i:04d}", variables={"__PAD": "x" * 200})
+        await good.wait(lambda m: slow.closing, 20)
+        assert slow.transport is not None and slow.transport.is_closing()
+        # the reader that keeps up gets everything, up to the last call's end
+        await good.wait(lambda m: not sim.calls, 30)
+        created = sum(1 for m in good.events if m["Event"] == "Newchannel")
+        assert created >= 400
+        w.close()
+        await good.close()
+    finally:
+        await sim.stop()
