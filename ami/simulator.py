@@ -295,6 +295,9 @@ class PbxSimulator:
 
     def _a_login(self, client: _Client, msg: dict[str, str], aid: str | None) -> None:
         s = self.settings
+        if client.authed:
+            client.write(_resp(aid, "Success", "Message: Already authenticated\r\n"))
+            return
         if (
             msg.get("Username") == s.username
             and msg.get("Secret") == s.secret.get_secret_value()
