@@ -89,6 +89,10 @@ class SimulatorSettings(_Strict):
     phone_mode: Literal["auto", "manual", "never"] = "auto"
     #: seconds until a busy/congested/rejected customer number fails
     reject_after: float = Field(0.5, ge=0)
+    #: answered dialer calls with AMD=1 that AMD classifies as a machine (and the seconds the
+    #: detection takes); numbers +49305556XX are always machines
+    p_machine: float = Field(0.0, ge=0, le=1)
+    amd_seconds: float = Field(2.5, ge=0)
     #: seconds the safe-harbor message plays before the dialer's abandoned call hangs up
     safe_harbor_seconds: float = Field(3.0, ge=0)
     #: dialled extensions (DIDs) that lead to a queue; an exten equal to a queue name does too

@@ -1300,7 +1300,14 @@ class SimEngine:
         m = _PSTN.search(number)
         if m is not None:
             kind, xx = m.group(1), int(m.group(2))
-            table = {"1": "answer", "2": "busy", "3": "noanswer", "4": "congestion", "9": "answer"}
+            table = {
+                "1": "answer",
+                "2": "busy",
+                "3": "noanswer",
+                "4": "congestion",
+                "6": "machine",
+                "9": "answer",
+            }
             if kind == "5":
                 return ("cause", xx)
             if kind in table:
@@ -1410,6 +1417,9 @@ class SimEngine:
         self, call: Call, ch: Chan, outcome: str, cause: int, timeout: float
     ) -> None:
         s = self.s
+        if outcome == "machine":
+            call.machine = True
+            outcome = "answer"
         if outcome in ("answer", "noanswer"):
             self._set_state(ch, RINGING)
             self.ev_dest("DialState", ch, "DialStatus: RINGING\r\n")
@@ -1484,6 +1494,10 @@ class SimEngine:
             camp = ch.variables.get("__CAMPAIGN", ch.variables.get("CAMPAIGN", ""))
             lead = ch.variables.get("__LEAD", ch.variables.get("LEAD", ""))
             self.newexten(ch, "NoOp", f"Dialer {camp}/{lead}", 1)
+            if ch.variables.get("AMD", ch.variables.get("__AMD")) == "1" and self._amd(
+                call, camp, lead
+            ):
+                return
             phone = ch.variables.get("LEAD_PHONE") or ch.variables.get("__LEAD_PHONE")
             if phone:
                 ch.cid_num = phone
@@ -1521,6 +1535,25 @@ class SimEngine:
             if call.originate_tail.startswith("Context"):
                 # an extension the simulated dialplan does not know: Asterisk hangs up
                 self.at(0.0, self.hangup_caller, call, 16)
+
+    def _amd(self, call: Call, camp: str, lead: str) -> bool:
+        """AMD() of the cti-dialer context: True when a machine answered (the call then ends
+        with a CtiMachine UserEvent, as config/asterisk/extensions.conf does)."""
+        ch = call.caller
+        machine = call.machine or self.rng.random() < self.s.p_machine
+        self.newexten(ch, "AMD", "", 3)
+        self.varset(ch, "AMDSTATUS", "MACHINE" if machine else "HUMAN")
+        self.varset(ch, "AMDCAUSE", "LONGGREETING-1500-1500" if machine else "HUMAN-300-500")
+        if not machine:
+            return False
+        self.newexten(ch, "UserEvent", f"CtiMachine,Campaign: {camp},Lead: {lead}", 6)
+        self.emit(
+            USER,
+            f"Event: UserEvent\r\nPrivilege: user,all\r\n{ch.block()}UserEvent: CtiMachine\r\n"
+            f"Campaign: {camp}\r\nLead: {lead}\r\n\r\n",
+        )
+        self.at(self.s.amd_seconds, self.hangup_caller, call, 16)
+        return True
 
     def _customer_failed(self, call: Call, kind: str, cause: int) -> None:
         """The dialled customer leg ends without answering (traces 06, 07, 08, 12)."""

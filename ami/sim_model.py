@@ -270,5 +270,7 @@ class Call:
     originate_cid: tuple[str, str] = ("<unknown>", "<unknown>")
     customer: Chan | None = None
     generation: int = 0
+    #: the dialled number is an answering machine (AMD reports MACHINE)
+    machine: bool = False
     #: devices this call holds busy (ringing or talking)
     devices: set[str] = field(default_factory=set)

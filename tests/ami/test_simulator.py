@@ -881,3 +881,32 @@ async def test_client_that_stops_reading_is_dropped_without_slowing_others() -> 
         await good.close()
     finally:
         await sim.stop()
+
+
+async def test_dialer_amd_machine_and_human() -> None:
+    sim = await start_sim(customer_answer_after=1.0, talk_min=5, talk_max=5)
+    try:
+        c = await client(sim)
+        await _add(c, "PJSIP/1001", "Anna")
+        for number in ("+4930555601", "+4930555101"):
+            c.send(
+                "Originate",
+                {
+                    "Channel": f"PJSIP/{number}@trunk",
+                    "Context": "cti-dialer",
+                    "Exten": "connect",
+                    "Async": "true",
+                    "ChannelId": f"amd-{number[-3:]}",
+                },
+                variables={"__CAMPAIGN": "c2", "__LEAD": number[-3:], "AMD": "1"},
+            )
+        ue = await c.wait_event("UserEvent", UserEvent="CtiMachine")
+        assert (ue["Campaign"], ue["Lead"], ue["Linkedid"]) == ("c2", "601", "amd-601")
+        await c.wait_event("Hangup", Uniqueid="amd-601")
+        status = {m["Linkedid"]: m["Value"] for m in c.events if m.get("Variable") == "AMDSTATUS"}
+        assert status == {"amd-601": "MACHINE", "amd-101": "HUMAN"}
+        joins = {m["Linkedid"] for m in c.events if m["Event"] == "QueueCallerJoin"}
+        assert joins == {"amd-101"}
+        await c.close()
+    finally:
+        await sim.stop()
