@@ -628,7 +628,9 @@ class Dialer:
     ) -> str:
         """Ring the agent's device first; once it answers, the dialplan dials the lead."""
         c = run.campaign
-        attempt = await self.leads.start_attempt(lead, now, predicted=None, note=AGENT_FIRST_NOTE)
+        attempt = await self.leads.start_attempt(
+            lead, now, predicted=None, note=AGENT_FIRST_NOTE, agent=agent
+        )
         server = getattr(view, "server", None) or c.server or self._server
         flight = InFlight(
             attempt.id,

@@ -278,7 +278,13 @@ class LeadStore:
     # ---- attempts -------------------------------------------------------------------------
 
     async def start_attempt(
-        self, lead: ClaimedLead, now: float, predicted: float | None, *, note: str = ""
+        self,
+        lead: ClaimedLead,
+        now: float,
+        predicted: float | None,
+        *,
+        note: str = "",
+        agent: str = "",
     ) -> AttemptInfo:
         """Write the attempt (and mark the lead dialing) BEFORE the Originate goes out."""
         attempt_id = f"cti-{lead.campaign_id}-{lead.lead_id}-{secrets.token_hex(4)}"
@@ -302,7 +308,7 @@ class LeadStore:
                     state="dialing",
                     outcome="",
                     created_at=now,
-                    agent="",
+                    agent=agent[:80],
                     abandoned=False,
                     predicted=predicted,
                     note=note,
