@@ -306,11 +306,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     async with running_daemon(settings) as daemon:
         svc = daemon.services
         assert svc is not None
-        ami = getattr(svc.agents, "_ami", None)  # see tests/cti/test_api_env.py: ami_up
-        if isinstance(ami, dict) and not ami:
-            ami.update(svc.links)
-        for link in svc.links.values():
-            await link.start()
         for link in svc.links.values():
             if not await link.wait_connected(15):
                 raise SystemExit("the daemon could not connect to the simulator")

@@ -147,14 +147,6 @@ class Env:
 
     async def ami_up(self) -> None:
         svc = self.services
-        # TODO(lead): cti.app starts the links of a local dict and hands that same empty dict
-        # to AgentService, while _add_server fills services.links; until that is fixed, wire
-        # the links here (a no-op once the composition root does it itself).
-        ami = getattr(svc.agents, "_ami", None)
-        if isinstance(ami, dict) and not ami:
-            ami.update(svc.links)
-        for link in svc.links.values():
-            await link.start()
         await self.wait(lambda: all(link.connected for link in svc.links.values()))
 
 
