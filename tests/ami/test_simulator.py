@@ -910,3 +910,39 @@ async def test_dialer_amd_machine_and_human() -> None:
         await c.close()
     finally:
         await sim.stop()
+
+
+async def test_direct_dial_to_a_device_without_queue() -> None:
+    sim = await start_sim(agent_answer_after=0.5, customer_answer_after=0.5, talk_min=2, talk_max=2)
+    rung: list[tuple[str, str]] = []
+    sim.on_agent_ringing = lambda lid, dev: rung.append((lid, dev))
+    try:
+        c = await client(sim)
+        sim.set_phone("PJSIP/1007", "auto")  # a known phone that is in no queue
+        lid = sim.inbound_call("+4930111222", queue="PJSIP/1007")
+        begin = await c.wait(lambda m: m.get("Event") == "DialBegin" and m.get("Linkedid") == lid)
+        assert begin["DestChannel"].startswith("PJSIP/1007-") and begin["DialString"] == "1007"
+        enter = await c.wait_event("BridgeEnter", Channel=begin["Channel"])
+        assert enter["BridgeNumChannels"] == "2"
+        await c.wait_event("Hangup", Channel=begin["DestChannel"])
+        assert not _names(c.events, Event="AgentCalled") and rung == [(lid, "PJSIP/1007")]
+        # an answered Originate whose extension is a device rings that device
+        aid = c.send(
+            "Originate",
+            {
+                "Channel": "PJSIP/+4930555102@trunk",
+                "Context": "from-internal",
+                "Exten": "1007",
+                "Async": "true",
+            },
+        )
+        ok = await c.wait(lambda m: m.get("Event") == "OriginateResponse" and m["ActionID"] == aid)
+        assert ok["Reason"] == "4"
+        dial = await c.wait(
+            lambda m: m.get("Event") == "DialBegin" and m.get("Channel") == ok["Channel"]
+        )
+        assert dial["DestChannel"].startswith("PJSIP/1007-")
+        await c.wait_event("BridgeEnter", Channel=ok["Channel"])
+        await c.close()
+    finally:
+        await sim.stop()
