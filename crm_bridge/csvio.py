@@ -275,18 +275,58 @@ class PhoneNormalizer:
         self._prefix = f"+{cc}" if cc and simple else ""
         self._cc = cc
         self._fast = re.compile(rf"^\+{cc}[1-9][0-9]{{3,13}}$") if self._prefix else None
+        only_region = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(cc, ()) == (region,)
+        self._valid = _validity_pattern(md) if md is not None and only_region else None
 
     def __call__(self, raw: str) -> tuple[str, str]:
         """(E.164, extension); raises InvalidNumber."""
         fast = self._fast
         if fast is not None and fast.match(raw):
-            num = phonenumbers.PhoneNumber(
-                country_code=self._cc, national_number=int(raw[len(self._prefix) :])
-            )
-            if phonenumbers.is_valid_number(num):
+            nsn = raw[len(self._prefix) :]
+            if self._valid is not None:
+                if self._valid.match(nsn):
+                    return raw, ""
+            elif phonenumbers.is_valid_number(
+                phonenumbers.PhoneNumber(country_code=self._cc, national_number=int(nsn))
+            ):
                 return raw, ""
         parsed = parse_phone(raw, region=self.region, default_area=self.default_area)
         return parsed.e164, parsed.extension
+
+
+#: the number types phonenumbers tries, in its order; a number is valid when it fits one
+_TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
+               "uan", "voicemail", "fixed_line", "mobile")  # fmt: skip
+
+
+def _desc_pattern(desc: Any) -> str | None:
+    """One description (pattern + possible lengths) as a regex over the whole number."""
+    if desc is None or not desc.national_number_pattern:
+        return None
+    pat = f"(?:{desc.national_number_pattern})\\Z"
+    lengths = tuple(desc.possible_length or ())
+    if lengths:
+        ok = [n for n in lengths if n > 0]
+        if not ok:
+            return None
+        pat = "(?=" + "|".join(f"[0-9]{{{n}}}\\Z" for n in ok) + ")" + pat
+    return pat
+
+
+def _validity_pattern(md: Any) -> re.Pattern[str] | None:
+    """phonenumbers.is_valid_number for one region's national numbers as ONE regex.
+
+    is_valid_number walks up to eleven descriptions, recompiling a wrapped pattern for each
+    (~18 us a number). Its verdict is "the general description fits and one of the type
+    descriptions fits", each fit being "length allowed and pattern matches the whole
+    number"; the alternation below states exactly that, from the same metadata, in ~2 us.
+    A test compares the two over tens of thousands of valid and invalid numbers.
+    """
+    general = _desc_pattern(md.general_desc)
+    types = [p for p in (_desc_pattern(getattr(md, n, None)) for n in _TYPE_DESCS) if p]
+    if general is None or not types:
+        return None
+    return re.compile(f"(?={general})(?:" + "|".join(types) + ")")
 
 
 @dataclass(slots=True)
