@@ -18,8 +18,12 @@ pytestmark = pytest.mark.slow
 ANSWER = [f"a{i},Answer {i},+49305551{i:02d}" for i in range(1, 7)]
 
 
-async def test_progressive_campaign_runs_to_completion(tmp_path: Path) -> None:
-    async with floor(tmp_path) as fl:
+DBS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("db", DBS)
+async def test_progressive_campaign_runs_to_completion(tmp_path: Path, db: str) -> None:
+    async with floor(tmp_path, db=db) as fl:
         await fl.start_dialer()
         await fl.login("anna", "PJSIP/1001")
         await fl.login("ben", "PJSIP/1002")
@@ -131,8 +135,11 @@ async def _run_one(fl: Floor, name: str, rows: list[str], tmp: Path, **spec: obj
     await fl.settled(within=20)
 
 
-async def test_callback_for_an_agent_rings_that_agent_first_at_its_time(tmp_path: Path) -> None:
-    async with floor(tmp_path) as fl:
+@pytest.mark.parametrize("db", DBS)
+async def test_callback_for_an_agent_rings_that_agent_first_at_its_time(
+    tmp_path: Path, db: str
+) -> None:
+    async with floor(tmp_path, db=db) as fl:
         d = await fl.start_dialer()
         await fl.login("anna", "PJSIP/1001")
         await fl.login("ben", "PJSIP/1002")
@@ -227,14 +234,15 @@ async def test_missed_callback_is_reported_and_kept_for_its_agent(tmp_path: Path
         assert fl.originates[-1]["Channel"] == "PJSIP/1003"
 
 
-async def test_restart_mid_campaign_loses_and_doubles_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", DBS)
+async def test_restart_mid_campaign_loses_and_doubles_nothing(tmp_path: Path, db: str) -> None:
     rows = [
         *ANSWER,
         "b1,Busy,+4930555201",
         "n1,Nobody,+4930555301",
         "c1,Congested,+4930555401",
     ]
-    async with floor(tmp_path, sim={"talk_min": 10.0, "talk_max": 12.0}) as fl:
+    async with floor(tmp_path, sim={"talk_min": 10.0, "talk_max": 12.0}, db=db) as fl:
         d1 = await fl.start_dialer()
         await fl.login("anna", "PJSIP/1001")
         await fl.login("ben", "PJSIP/1002")

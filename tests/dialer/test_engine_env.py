@@ -10,6 +10,8 @@ through one queue (the bus's job in cti.app).
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +29,7 @@ from ami.events import AgentStateChange, CallEvent
 from ami.settings import AmiServerSettings, SimulatorSettings
 from ami.simulator import PbxSimulator
 from ami.tracker import CallTracker
-from crm_bridge.db import make_engine, make_sessionmaker, migrate
+from crm_bridge.db import make_engine, make_sessionmaker, migrate, normalize_url
 from cti.agents import AgentService
 from cti.app import version_locations
 from cti.settings import AgentSettings
@@ -210,12 +212,67 @@ def sim_settings(**kw: Any) -> SimulatorSettings:
     return SimulatorSettings(**base)
 
 
+PG_ENV = "CTI_TEST_PG_URL"
+
+
+@asynccontextmanager
+async def database(tmp: Path, kind: str = "sqlite") -> AsyncIterator[str]:
+    """A migrated database: a SQLite file, or a scratch PostgreSQL database of its own
+    (dropped afterwards) when `kind` is "postgresql" and CTI_TEST_PG_URL is set."""
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp / 'cti.db'}"
+        await migrate(url, extra_version_locations=version_locations())
+        yield url
+        return
+    import asyncpg
+    import pytest
+    from sqlalchemy.engine import make_url
+
+    admin = os.environ.get(PG_ENV, "").strip()
+    if not admin:
+        pytest.skip(f"{PG_ENV} not set")
+    base = make_url(normalize_url(admin))
+    name = f"cti_dialer_{secrets.token_hex(6)}"
+
+    async def sql(text: str) -> None:
+        conn = await asyncpg.connect(
+            host=base.host,
+            port=base.port or 5432,
+            user=base.username,
+            password=base.password,
+            database=base.database or "postgres",
+        )
+        try:
+            await conn.execute(text)
+        finally:
+            await conn.close()
+
+    await sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = base.set(database=name).render_as_string(hide_password=False)
+        await migrate(url, extra_version_locations=version_locations())
+        yield url
+    finally:
+        await sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @asynccontextmanager
 async def floor(
-    tmp: Path, *, sim: dict[str, Any] | None = None, events: str = "on", **dialer: Any
+    tmp: Path,
+    *,
+    sim: dict[str, Any] | None = None,
+    events: str = "on",
+    db: str = "sqlite",
+    **dialer: Any,
 ) -> AsyncIterator[Floor]:
-    url = f"sqlite+aiosqlite:///{tmp / 'cti.db'}"
-    await migrate(url, extra_version_locations=version_locations())
+    async with database(tmp, db) as url, _floor(url, sim, events, dialer) as fl:
+        yield fl
+
+
+@asynccontextmanager
+async def _floor(
+    url: str, sim: dict[str, Any] | None, events: str, dialer: dict[str, Any]
+) -> AsyncIterator[Floor]:
     engine = make_engine(url)
     pbx = PbxSimulator(sim_settings(**(sim or {})))
     await pbx.start()

@@ -10,20 +10,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from crm_bridge.db import make_engine, make_sessionmaker, migrate
+from crm_bridge.db import make_engine, make_sessionmaker
 from dialer.leads import LeadStore
 from dialer.models import Attempt, Campaign, Lead
 from dialer.retry import RetryPolicy
+from tests.dialer.test_engine_env import database
 
-DIALER_VERSIONS = str(Path(__file__).resolve().parents[2] / "dialer" / "migrations" / "versions")
 # 10:00 UTC = 11:00 in Berlin: inside the default 08:00-21:00 window
 NOON = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[tuple[object, Campaign]]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cti.db'}"
-    await migrate(url, extra_version_locations=[DIALER_VERSIONS])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def db(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[object, Campaign]]:
+    async with database(tmp_path, request.param) as url:
+        async for pair in _db(url):
+            yield pair
+
+
+async def _db(url: str) -> AsyncIterator[tuple[object, Campaign]]:
     engine = make_engine(url)
     sessions = make_sessionmaker(engine)
     async with sessions() as s, s.begin():
