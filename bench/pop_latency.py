@@ -149,17 +149,24 @@ async def _clients(conn: Any, url: str, agents: list[tuple[str, str, str]]) -> N
             connected += 1
             if connected == len(agents):
                 all_up.set()
+            unacked = 0
             async for msg in ws:
                 t = mono()
                 if msg.type is not aiohttp.WSMsgType.TEXT:
                     break
                 other["messages"] += 1
-                m = loads(msg.data)
-                if m["type"] == "pop":
+                data = msg.data
+                is_pop = data.startswith('{"type":"pop"')
+                m = loads(data)
+                if is_pop:
                     pops.append((m["data"]["call_id"], device, t))
                 seq = m.get("seq")
                 if seq is not None:
-                    await ws.send_str(f'{{"type":"ack","seq":{seq}}}')
+                    # acks are cumulative: one per pop or per 20 messages is enough
+                    unacked += 1
+                    if is_pop or unacked >= 20:
+                        unacked = 0
+                        await ws.send_str(f'{{"type":"ack","seq":{seq}}}')
             other["closed"] += 1
         except asyncio.CancelledError:
             raise
@@ -392,6 +399,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 inside.append((th - t0) * 1000.0)
     if not latencies:
         raise SystemExit("no pop could be matched to a ringing event")
+    if args.dump:
+        lines = []
+        for call_id, dev, t in sorted(pops, key=lambda x: x[2]):
+            t0 = ring_at.get((call_id, dev))
+            th = handed.get((call_id, agent_of[dev]))
+            if t0 is not None:
+                inner = ((th or t0) - t0) * 1000
+                lines.append(f"{t0:.6f} {(t - t0) * 1000:.3f} {inner:.3f} {call_id} {dev}\n")
+        await asyncio.to_thread(Path(args.dump).write_text, "".join(lines))
     out = {
         "offered": offered,
         "rings": len(rings),
@@ -429,6 +445,7 @@ def main() -> int:
     p.add_argument("--talk-min", type=float, default=3.0)
     p.add_argument("--talk-max", type=float, default=8.0)
     p.add_argument("--deadline-ms", type=int, default=150)
+    p.add_argument("--dump", metavar="FILE", help="write ring time and latencies per pop")
     p.add_argument("--profile", metavar="FILE", help="cProfile the daemon's process into FILE")
     p.add_argument("--data-dir", help="where the seeded CRM is kept (reused when it matches)")
     p.add_argument(
