@@ -13,22 +13,21 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ami.events import AgentStateChange, AgentStatus
-from crm_bridge.db import make_engine, make_sessionmaker, migrate
-from cti.app import version_locations
+from crm_bridge.db import make_engine, make_sessionmaker
 from dialer.agent_log import AgentLog
 from dialer.models import AgentEvent
 from dialer.utilization import Utilization
+from tests.dialer.test_engine_env import database
 
 T0 = datetime(2026, 11, 23, 23, 0, tzinfo=UTC).timestamp()  # the shift crosses midnight
 
 
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'cti.db'}"
-    await migrate(url, extra_version_locations=version_locations())
-    e = make_engine(url)
-    yield e
-    await e.dispose()
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def engine(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[AsyncEngine]:
+    async with database(tmp_path, request.param) as url:
+        e = make_engine(url)
+        yield e
+        await e.dispose()
 
 
 def shift(seed: int, agents: int = 5, n: int = 400) -> list[AgentStateChange]:
