@@ -277,6 +277,10 @@ class PhoneNormalizer:
         self._fast = re.compile(rf"^\+{cc}[1-9][0-9]{{3,13}}$") if self._prefix else None
         only_region = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(cc, ()) == (region,)
         self._valid = _validity_pattern(md) if md is not None and only_region else None
+        # national numbers with the trunk prefix ("030 1234567"): the parser strips the "0"
+        # and validates the rest, exactly what the pattern checks
+        trunk = md is not None and md.national_prefix == "0" and self._prefix
+        self._national = _NATIONAL if trunk and self._valid is not None else None
 
     def __call__(self, raw: str) -> tuple[str, str]:
         """(E.164, extension); raises InvalidNumber."""
@@ -290,9 +294,16 @@ class PhoneNormalizer:
                 phonenumbers.PhoneNumber(country_code=self._cc, national_number=int(nsn))
             ):
                 return raw, ""
+        elif self._national is not None and self._national.match(raw):
+            nsn = raw.translate(_SEPARATORS)[1:]
+            if self._valid is not None and len(nsn) <= 14 and self._valid.match(nsn):
+                return self._prefix + nsn, ""
         parsed = parse_phone(raw, region=self.region, default_area=self.default_area)
         return parsed.e164, parsed.extension
 
+
+_NATIONAL = re.compile(r"^0[1-9][0-9 ./\-]{2,30}$")
+_SEPARATORS = str.maketrans("", "", " ./-")
 
 #: the number types phonenumbers tries, in its order; a number is valid when it fits one
 _TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",

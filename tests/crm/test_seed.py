@@ -164,3 +164,34 @@ def test_e164_shortcut_agrees_with_the_normalizer(region: str, samples: int) -> 
         except InvalidNumber:
             got = None
         assert got == full, raw
+
+
+@pytest.mark.parametrize(("region", "area"), [("DE", "30"), ("AT", ""), ("FR", "")])
+def test_national_shortcut_agrees_with_the_normalizer(region: str, area: str) -> None:
+    """Numbers with the trunk prefix and separators ("030 123-45/67") through the shortcut
+    give exactly parse_phone's answer (or its refusal)."""
+    fast = PhoneNormalizer(region, area)
+    assert fast._national is not None
+    rnd = random.Random(9)
+    valid = 0
+    for _ in range(4000):
+        length = rnd.randint(3, 13)
+        d = rnd.choice("123456789") + "".join(rnd.choice("0123456789") for _ in range(length - 1))
+        seps = ["", " ", "/", "-", "."]
+        raw = (
+            "0"
+            + d[0]
+            + "".join((rnd.choice(seps) if rnd.random() < 0.15 else "") + c for c in d[1:])
+        )
+        want: tuple[str, str] | None
+        try:
+            want = (parse_phone(raw, region=region, default_area=area).e164, "")
+        except InvalidNumber:
+            want = None
+        try:
+            got: tuple[str, str] | None = fast(raw)
+        except InvalidNumber:
+            got = None
+        assert got == want, raw
+        valid += want is not None
+    assert 100 < valid < 4000
