@@ -30,6 +30,9 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=int, help="listen port (default: simulator.port)")
     p.add_argument("--seed", type=int, help="random seed (default: simulator.seed)")
     p.add_argument("--inbound-per-minute", type=float, help="generated inbound calls per minute")
+    p.add_argument(
+        "--time-scale", type=float, help="run the clock this many times faster (tests, demos)"
+    )
     p.set_defaults(handler=_simulate)
 
 
@@ -50,6 +53,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
             "port": args.port,
             "seed": args.seed,
             "inbound_per_minute": args.inbound_per_minute,
+            "time_scale": args.time_scale,
         }.items()
         if v is not None
     }
