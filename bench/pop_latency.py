@@ -319,8 +319,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         identified = {"n": 0, "one": 0}
         real_identify = svc.crm.identify
 
+        lookup_ms: list[float] = []
+
         async def counting_identify(who: Any) -> Any:
+            t0 = time.perf_counter()
             res = await real_identify(who)
+            lookup_ms.append((time.perf_counter() - t0) * 1000)
             identified["n"] += 1
             identified["one"] += res.status == "one"
             return res
@@ -422,6 +426,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_before_mib": rss0 / 1024,
         "rss_connected_mib": rss1 / 1024,
         "rss_after_mib": rss2 / 1024,
+        "lookup_p50_ms": _pct(lookup_ms, 50) if lookup_ms else 0.0,
+        "lookup_p99_ms": _pct(lookup_ms, 99) if lookup_ms else 0.0,
         "daemon_p50_ms": _pct(inside, 50) if inside else 0.0,
         "daemon_p99_ms": _pct(inside, 99) if inside else 0.0,
         "pop_p50_ms": round(_pct(latencies, 50), 3),
