@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -320,6 +321,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         real_identify = svc.crm.identify
 
         lookup_ms: list[float] = []
+        gc_pauses: list[tuple[int, float]] = []
+        gc_start = [0.0]
+
+        def gc_watch(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                gc_start[0] = time.perf_counter()
+            else:
+                gc_pauses.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
+
+        gc.callbacks.append(gc_watch)
 
         async def counting_identify(who: Any) -> Any:
             t0 = time.perf_counter()
@@ -426,6 +437,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_before_mib": rss0 / 1024,
         "rss_connected_mib": rss1 / 1024,
         "rss_after_mib": rss2 / 1024,
+        "gc_max_ms": max((ms for _g, ms in gc_pauses), default=0.0),
+        "gc_gen2": sum(1 for g, _ms in gc_pauses if g == 2),
         "lookup_p50_ms": _pct(lookup_ms, 50) if lookup_ms else 0.0,
         "lookup_p99_ms": _pct(lookup_ms, 99) if lookup_ms else 0.0,
         "daemon_p50_ms": _pct(inside, 50) if inside else 0.0,
@@ -491,6 +504,11 @@ def main() -> int:
             "  of which in the daemon (p50 / p99)",
             f"{r['daemon_p50_ms']:.2f} / {r['daemon_p99_ms']:.2f} ms",
         ),
+        (
+            "  CRM lookup (identify) p50 / p99",
+            f"{r['lookup_p50_ms']:.2f} / {r['lookup_p99_ms']:.2f} ms",
+        ),
+        ("daemon GC: longest pause / full collections", f"{r['gc_max_ms']:.1f} ms / {r['gc_gen2']}"),
         (
             "daemon RSS before / connected / after",
             f"{r['rss_before_mib']:.0f} / {r['rss_connected_mib']:.0f} / "
