@@ -32,6 +32,7 @@ def cti(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp
         monkeypatch.setenv("CTI_LOG__LEVEL", "warning")
         monkeypatch.delenv("CTI_CONFIG", raising=False)
         monkeypatch.delenv("CTI_CRM__URL", raising=False)
+        monkeypatch.delenv("CTI_TEST_PG_URL", raising=False)  # not a setting
         monkeypatch.setattr(sys, "stdin", io.StringIO(""))
         try:
             code = main(["dialer", *args])

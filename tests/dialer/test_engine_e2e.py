@@ -359,7 +359,10 @@ async def test_deadline_seen_first_by_the_cti_redirects_to_safe_harbor(tmp_path:
     # the dialplan's CtiAbandoned never reaches us (user events masked): the CTI's own
     # deadline (2 s + grace) counts the call abandoned and moves it to safe-harbor itself
     async with floor(
-        tmp_path, events="system,call,agent,dialplan,cdr", sim={"safe_harbor_seconds": 8.0}
+        tmp_path,
+        events="system,call,agent,dialplan,cdr",
+        sim={"safe_harbor_seconds": 30.0},
+        abandon_grace_seconds=3.0,
     ) as fl:
         d = await fl.start_dialer()
         await fl.login("anna", "PJSIP/1001")
