@@ -508,7 +508,7 @@ def main() -> int:
             "  CRM lookup (identify) p50 / p99",
             f"{r['lookup_p50_ms']:.2f} / {r['lookup_p99_ms']:.2f} ms",
         ),
-        ("daemon GC: longest pause / full collections", f"{r['gc_max_ms']:.1f} ms / {r['gc_gen2']}"),
+        ("daemon GC: longest pause / full GCs", f"{r['gc_max_ms']:.1f} ms / {r['gc_gen2']}"),
         (
             "daemon RSS before / connected / after",
             f"{r['rss_before_mib']:.0f} / {r['rss_connected_mib']:.0f} / "

@@ -48,6 +48,7 @@ view of the call; ``transferred_to_you`` (re)opens it.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -176,6 +177,8 @@ class _Call:
     lead: str | None
     started: float  # router clock, for the deadline
     identification: dict[str, Any] | None = None
+    #: the identification of a finished call, packed (see _on_hangup)
+    ident_json: str | None = None
     lookup: asyncio.Task[dict[str, Any]] | None = None
     deadline: asyncio.TimerHandle | None = None
     #: while the lookup is pending: sends for this call wait here, in order
@@ -432,6 +435,11 @@ class PopRouter:
             self._forget(call.call_id)  # nobody answered: no after-call work to keep it for
         else:
             self._ended[call.call_id] = self._clock()
+            if call.outbox is None and call.identification is not None:
+                # kept for after-call work only: as one string, so that thousands of finished
+                # calls' customer cards are not thousands of objects for every GC pass to walk
+                call.ident_json = json.dumps(call.identification, default=str)
+                call.identification = None
         self._prune()
 
     def _close_ringing(self, call_id: str, at: float, state: str, reason: str) -> None:
@@ -466,9 +474,7 @@ class PopRouter:
             send()
 
     def pop_payload(self, call: _Call, leg: _Leg) -> dict[str, Any]:
-        ident = call.identification
-        if ident is None:
-            ident = self._degraded(call)
+        ident = self._ident(call)
         history = [
             lg.history_entry()
             for lg in call.legs.values()
@@ -503,6 +509,13 @@ class PopRouter:
             self.degraded_pops += 1
         self.pops_sent += 1
         self._hub.send(leg.agent, "pop", payload)
+
+    def _ident(self, call: _Call) -> dict[str, Any]:
+        if call.identification is not None:
+            return call.identification
+        if call.ident_json is not None:
+            return dict(json.loads(call.ident_json))
+        return self._degraded(call)
 
     def _degraded(self, call: _Call) -> dict[str, Any]:
         return {
@@ -635,7 +648,7 @@ class PopRouter:
             agent=leg.agent,
             campaign=call.campaign or "",
             outcome=leg.outcome,
-            customer_id=call.customer_id or _card_id(call.identification),
+            customer_id=call.customer_id or _card_id(self._ident(call)),
         )
 
     async def _record(self, call: _Call, leg: _Leg) -> str | None:
@@ -712,7 +725,7 @@ class PopRouter:
                     "caller": {"number": call.number, "name": call.name},
                     "queue": call.queue,
                     "campaign": call.campaign,
-                    "identification": call.identification or self._degraded(call),
+                    "identification": self._ident(call),
                     "agents": [lg.history_entry() for lg in call.legs.values()],
                 }
             )
