@@ -164,6 +164,15 @@ class Daemon:
                 raise LookupError(f"no Asterisk server named {server!r}")
             return await link.send(action)
 
+        def channel_of(server: str, call_id: str) -> str | None:
+            """The caller channel of a live call (the dialer redirects it to safe harbor)."""
+            tracker = services.trackers.get(server or default)
+            if tracker is None:
+                return None
+            return next(
+                (c.caller.channel for c in tracker.live_calls() if c.call_id == call_id), None
+            )
+
         def agents_of_queue(queue: str) -> list[tuple[Any, float]]:
             return [(v.status, v.since) for v in services.agents.views() if queue in v.queues]
 
@@ -175,6 +184,9 @@ class Daemon:
             notify=services.hub.send,
             may_contact=services.crm.may_contact,
             default_server=default,
+            agent_view=services.agents.view,
+            agent_views=services.agents.views,
+            channel_of=channel_of,
         )
         services.dialer = dialer
         services.bus.subscribe("dialer", dialer.on_event)

@@ -132,8 +132,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "CTI_CONFIG":
-            continue
+        if not name.startswith(ENV_PREFIX) or name == "CTI_CONFIG" or name.startswith("CTI_TEST_"):
+            continue  # CTI_TEST_* belong to the test suite (e.g. CTI_TEST_PG_URL)
         path = name[len(ENV_PREFIX) :].lower().split("__")
         value: Any = raw
         if raw[:1] in "[{":

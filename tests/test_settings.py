@@ -78,3 +78,8 @@ def test_cli_stops_with_exit_code_2_and_names_the_key(
 def test_cli_without_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+def test_test_suite_variables_are_not_settings() -> None:
+    s = load_settings(environ={"CTI_TEST_PG_URL": "postgresql+asyncpg://x@127.0.0.1/y"})
+    assert s.web.port == 8080
