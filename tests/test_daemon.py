@@ -56,8 +56,8 @@ def daemon_settings(tmp_path: Path, pbx: PbxSimulator) -> Settings:
     )
 
 
-async def _ws_until(ws: aiohttp.ClientWebSocketResponse, kind: str, timeout: float) -> dict[str, Any]:
-    async with asyncio.timeout(timeout):
+async def _ws_until(ws: aiohttp.ClientWebSocketResponse, kind: str, limit: float) -> dict[str, Any]:
+    async with asyncio.timeout(limit):
         while True:
             msg = await ws.receive_json()
             if msg.get("type") == kind:
@@ -81,7 +81,9 @@ async def test_inbound_call_reaches_the_agents_screen(tmp_path: Path, pbx: PbxSi
             token = (await r.json())["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
             r = await http.post(
-                "/api/agent/login", json={"device": "PJSIP/1001", "queues": ["support"]}, headers=auth
+                "/api/agent/login",
+                json={"device": "PJSIP/1001", "queues": ["support"]},
+                headers=auth,
             )
             assert r.status == 200, await r.text()
             # the PBX now has the agent's device as a queue member (QueueAdd over AMI)
@@ -107,7 +109,8 @@ async def test_health_degrades_when_asterisk_goes_away(tmp_path: Path, pbx: PbxS
         await pbx.stop()
         async with aiohttp.ClientSession(base_url=d.url) as http:
             async with asyncio.timeout(10):
-                while (await http.get("/health")).status != 503:
+                # polling what an operator's monitoring would poll
+                while (await http.get("/health")).status != 503:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             body = await (await http.get("/health")).json()
             assert body == {"status": "degraded", "ami": {"pbx": False}}
@@ -127,7 +130,18 @@ async def test_daemon_stops_cleanly_and_leaves_no_tasks(tmp_path: Path, pbx: Pbx
 def test_demo_command_starts_serves_and_stops(tmp_path: Path) -> None:
     env = {**os.environ, "CTI_DATA_DIR": str(tmp_path), "CTI_LOG__FORMAT": "json"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cti.cli", "demo", "--port", "0", "--customers", "200", "--duration", "60"],
+        [
+            sys.executable,
+            "-m",
+            "cti.cli",
+            "demo",
+            "--port",
+            "0",
+            "--customers",
+            "200",
+            "--duration",
+            "60",
+        ],
         cwd=ROOT,
         env=env,
         stderr=subprocess.PIPE,
