@@ -116,7 +116,7 @@ async def start_env(
         hub_clock=hub_clock,
         token_clock=token_clock,
         runner=runner,
-        session=aiohttp.ClientSession(),
+        session=aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)),
         live_pops=live,
     )
 
