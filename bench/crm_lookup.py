@@ -189,8 +189,9 @@ async def main() -> None:
 
     rows = [
         ("customers seeded", f"{seeded.customers:,}", f"{seeded.seconds:.1f} s"),
-        ("  seed rate", f"{seeded.customers / max(seeded.seconds, 1e-9):,.0f} customers/s",
-         "(0 s: reused)"),
+        ("  seed rate",
+         f"{seeded.customers / seeded.seconds:,.0f} customers/s" if seeded.seconds else "-",
+         "" if seeded.seconds else "reused an earlier database"),
         ("  numbers / e-mails", f"{seeded.phones:,} / {seeded.emails:,}", f"{db_mb:,.0f} MiB"),
         ("identify by number p50", f"{_pct(phone, 50):.3f} ms", f"n={len(phone):,}"),
         ("identify by number p99", f"{_pct(phone, 99):.3f} ms", "target <= 1 ms"),

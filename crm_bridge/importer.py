@@ -659,6 +659,9 @@ class Importer:
         async with self.engine.connect() as conn:
             trans = await conn.begin()
             try:
+                if is_sqlite(conn):
+                    # the write lock before max(id): ids we assign cannot race another writer
+                    await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 found = await _existing(conn, phones, emails, ids)
                 new = _dedupe(good, found, merges)
                 cust_ids = await _allocate_ids(conn, len(new))

@@ -51,7 +51,14 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", type=Path, help="CSV file")
-    p.add_argument("--batch", type=int, default=5000, help="rows per transaction (default 5000)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=5000,
+        help="rows per transaction (default 5000); bigger batches import a large file into a "
+        "large store faster (each touched index page is written once per transaction) but "
+        "hold more rows in memory and redo more after a crash",
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted import")
     p.add_argument("--report", type=Path, help="rejected rows (default FILE.rejects.csv)")
     p.add_argument("--merges", type=Path, help="merge suggestions (default FILE.merges.csv)")
