@@ -44,6 +44,14 @@ class Action:
     name: str
     headers: tuple[tuple[str, str], ...]
 
+    def __post_init__(self) -> None:
+        # An Action may also be constructed directly (the link adds its ActionID that way):
+        # the injection check must hold for every instance, not only for build_action's.
+        _check("action name", self.name)
+        for k, v in self.headers:
+            _check(f"header name {k!r}", k)
+            _check(f"header {k!r}", v)
+
     @property
     def action_id(self) -> str | None:
         for k, v in self.headers:
@@ -54,19 +62,6 @@ class Action:
     @property
     def idempotent(self) -> bool:
         return self.name.lower() in IDEMPOTENT_ACTIONS
-
-    def as_dict(self) -> dict[str, str | list[str]]:
-        """The shape panoramisk's `send_action` takes (a list value becomes repeated headers)."""
-        out: dict[str, str | list[str]] = {}
-        for k, v in self.headers:
-            prev = out.get(k)
-            if prev is None:
-                out[k] = v
-            elif isinstance(prev, list):
-                prev.append(v)
-            else:
-                out[k] = [prev, v]
-        return out
 
     def encode(self) -> bytes:
         return ("".join(f"{k}: {v}\r\n" for k, v in self.headers) + "\r\n").encode("utf-8")

@@ -95,10 +95,3 @@ class AmiParser:
                 out.append(msg)
         stats.messages += len(out)
         return out
-
-
-def encode_message(fields: dict[str, str] | list[tuple[str, str]]) -> bytes:
-    """Serialize one message for the wire. Callers must have validated the text already
-    (see `ami.actions.build_action`); this only joins."""
-    items = fields.items() if isinstance(fields, dict) else fields
-    return ("".join(f"{k}: {v}\r\n" for k, v in items) + "\r\n").encode("utf-8")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -316,9 +316,7 @@ async def _agent_page(request: web.Request) -> web.FileResponse:
 
 
 @asynccontextmanager
-async def running_daemon(
-    settings: Settings, overrides: Mapping[str, Any] | None = None
-) -> AsyncIterator[Daemon]:
+async def running_daemon(settings: Settings) -> AsyncIterator[Daemon]:
     """Start a daemon (tests: web.port = 0 for an ephemeral port) and stop it afterwards."""
     daemon = Daemon(settings)
     try:
@@ -326,7 +324,3 @@ async def running_daemon(
         yield daemon
     finally:
         await daemon.stop()
-
-
-def log_event(ev: CallEvent) -> None:
-    log.debug("call event", call_id=ev.call_id, server=ev.server, kind=ev.event)

@@ -6,6 +6,10 @@ does) run inline; asynchronous consumers (pops, the dialer, the CRM interaction 
 their own queue and task, so a slow one (a CRM write) never holds up another (a pop), and
 each sees events in the order they happened.
 
+Each consumer's queue is bounded: a consumer that stopped making progress (a hung CRM
+write) must not grow memory forever. Past the bound its events are dropped, counted and
+logged, and the others carry on.
+
 At scale several daemons share agents through Redis; that backend would implement the same
 `publish`/`subscribe` surface.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -22,18 +26,24 @@ import structlog
 log = structlog.get_logger(__name__)
 
 
+#: events a consumer may have waiting; at 20k events/s that is several seconds of traffic
+DEFAULT_MAX_QUEUED = 100_000
+
+
 @dataclass
 class _Consumer:
     name: str
     handler: Callable[[Any], Awaitable[None]]
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Any]
     task: asyncio.Task[None] | None = None
     handled: int = 0
     errors: int = 0
+    dropped: int = 0
 
 
 class EventBus:
-    def __init__(self) -> None:
+    def __init__(self, max_queued: int = DEFAULT_MAX_QUEUED) -> None:
+        self._max_queued = max_queued
         self._sync: list[tuple[str, Callable[[Any], None]]] = []
         self._consumers: list[_Consumer] = []
         self.published = 0
@@ -44,7 +54,7 @@ class EventBus:
         self._sync.append((name, fn))
 
     def subscribe(self, name: str, handler: Callable[[Any], Awaitable[None]]) -> None:
-        consumer = _Consumer(name, handler)
+        consumer = _Consumer(name, handler, asyncio.Queue(self._max_queued))
         self._consumers.append(consumer)
         if self._running:
             consumer.task = asyncio.create_task(self._drain(consumer), name=f"bus:{name}")
@@ -60,7 +70,16 @@ class EventBus:
                     "event consumer failed", consumer=name, event_type=type(event).__name__
                 )
         for consumer in self._consumers:
-            consumer.queue.put_nowait(event)
+            try:
+                consumer.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                consumer.dropped += 1
+                if consumer.dropped == 1 or consumer.dropped % 10_000 == 0:
+                    log.error(
+                        "event consumer is stuck; dropping its events",
+                        consumer=consumer.name,
+                        dropped=consumer.dropped,
+                    )
 
     def backlog(self) -> dict[str, int]:
         return {c.name: c.queue.qsize() for c in self._consumers}
@@ -70,7 +89,12 @@ class EventBus:
             "published": self.published,
             "sync_errors": self.sync_errors,
             "consumers": {
-                c.name: {"handled": c.handled, "errors": c.errors, "queued": c.queue.qsize()}
+                c.name: {
+                    "handled": c.handled,
+                    "errors": c.errors,
+                    "queued": c.queue.qsize(),
+                    "dropped": c.dropped,
+                }
                 for c in self._consumers
             },
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from cti.settings import Settings
+from cti.settings import Settings, with_overrides
 
 
 def register(sub: Any) -> None:
@@ -45,7 +45,6 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     from ami.simulator import run_simulator
 
-    cfg = settings.simulator
     updates = {
         k: v
         for k, v in {
@@ -57,4 +56,4 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         }.items()
         if v is not None
     }
-    return run_simulator(cfg.model_copy(update=updates))
+    return run_simulator(with_overrides(settings, {"simulator": updates}).simulator)

@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from cti.settings import Settings
+from cti.settings import Settings, with_overrides
 
 log = structlog.get_logger(__name__)
 
@@ -66,11 +66,8 @@ async def _wait_for_signal(duration: float | None) -> None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    web = settings.web.model_copy(
-        update={k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
-    )
-    settings = settings.model_copy(update={"web": web})
-    return _run(_serve_async(settings))
+    web = {k: v for k, v in {"host": args.host, "port": args.port}.items() if v is not None}
+    return _run(_serve_async(with_overrides(settings, {"web": web})))
 
 
 async def _serve_async(settings: Settings) -> int:
@@ -83,6 +80,10 @@ async def _serve_async(settings: Settings) -> int:
         log.error("cannot start", error=str(e))
         await daemon.stop()
         return 3
+    except BaseException:
+        # whatever went wrong, nothing half-started may keep the process alive
+        await daemon.stop()
+        raise
     try:
         await _wait_for_signal(None)
     finally:
@@ -100,19 +101,13 @@ async def _demo_async(args: argparse.Namespace, settings: Settings) -> int:
     from cti.app import Daemon
     from cti.demo import prepare_demo_data
 
+    web = {"host": args.host, **({"port": args.port} if args.port is not None else {})}
+    sim_over: dict[str, object] = {"host": "127.0.0.1", "port": 0}
+    if args.calls_per_minute is not None:
+        sim_over["inbound_per_minute"] = args.calls_per_minute
+    settings = with_overrides(settings, {"web": web, "simulator": sim_over})
     numbers = await prepare_demo_data(settings, customers=args.customers)
-    sim_cfg = settings.simulator.model_copy(
-        update={
-            "host": "127.0.0.1",
-            "port": 0,
-            "caller_numbers": numbers,
-            **(
-                {"inbound_per_minute": args.calls_per_minute}
-                if args.calls_per_minute is not None
-                else {}
-            ),
-        }
-    )
+    sim_cfg = settings.simulator.model_copy(update={"caller_numbers": numbers})
     sim = PbxSimulator(sim_cfg)
     await sim.start()
     server = AmiServerSettings(
@@ -123,11 +118,9 @@ async def _demo_async(args: argparse.Namespace, settings: Settings) -> int:
         secret=sim_cfg.secret,
         reconnect_min=0.2,
     )
-    web = settings.web.model_copy(
-        update={"host": args.host, **({"port": args.port} if args.port is not None else {})}
+    settings = settings.model_copy(
+        update={"ami": settings.ami.model_copy(update={"servers": [server]})}
     )
-    ami = settings.ami.model_copy(update={"servers": [server]})
-    settings = settings.model_copy(update={"web": web, "ami": ami})
     daemon = Daemon(settings)
     try:
         await daemon.start()

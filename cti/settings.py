@@ -177,6 +177,16 @@ def load_settings(
         raise SettingsError(_format_errors(e)) from None
 
 
+def with_overrides(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """`settings` with command-line values layered on top, validated like everything else
+    (a bad `--port` is a SettingsError naming `web.port`, not a crash later)."""
+    data = _merge(settings.model_dump(), overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as e:
+        raise SettingsError(_format_errors(e)) from None
+
+
 def secret_value(s: SecretStr) -> str:
     """The one place a secret is read; never pass the result to a logger."""
     return s.get_secret_value()

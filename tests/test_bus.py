@@ -36,3 +36,28 @@ async def test_order_isolation_and_error_containment() -> None:
     assert slow == list(range(6))
     assert bus.stats()["consumers"]["fast"]["errors"] == 1
     await bus.stop()
+
+
+async def test_a_stuck_consumer_is_bounded_and_does_not_block_the_others() -> None:
+    bus = EventBus(max_queued=10)
+    release = asyncio.Event()
+    got: list[int] = []
+
+    async def stuck(ev: int) -> None:
+        await release.wait()
+
+    async def healthy(ev: int) -> None:
+        got.append(ev)
+
+    bus.subscribe("stuck", stuck)
+    bus.subscribe("healthy", healthy)
+    await bus.start()
+    for i in range(100):
+        bus.publish(i)
+        await asyncio.sleep(0)
+    stats = bus.stats()["consumers"]
+    assert got == list(range(100))
+    assert stats["stuck"]["queued"] <= 10
+    assert stats["stuck"]["dropped"] >= 89
+    release.set()
+    await bus.stop()

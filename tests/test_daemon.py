@@ -164,3 +164,50 @@ def test_demo_command_starts_serves_and_stops(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+async def test_two_asterisk_servers_each_with_its_own_link_and_tracker(tmp_path: Path) -> None:
+    sims = [
+        PbxSimulator(SimulatorSettings(port=0, inbound_per_minute=0, seed=s, epoch=e))
+        for s, e in ((1, 1_700_000_000), (2, 1_700_500_000))
+    ]
+    for sim in sims:
+        await sim.start()
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": str(tmp_path),
+            "web": {"port": 0, "token_secret": "test-secret-for-tokens"},
+            "ami": {
+                "servers": [
+                    {"name": name, "port": sim.port, "secret": "demo-secret", "reconnect_min": 0.05}
+                    for name, sim in zip(("east", "west"), sims, strict=True)
+                ]
+            },
+            "dialer": {"enabled": False},
+        },
+    )
+    seen: list[Any] = []
+    both_ended = asyncio.Event()
+
+    async def collect(ev: Any) -> None:
+        seen.append(ev)
+        if {e.server for e in seen if e.event == "hangup"} == {"east", "west"}:
+            both_ended.set()
+
+    try:
+        async with running_daemon(settings) as d:
+            assert d.services is not None
+            d.services.bus.subscribe("test", collect)
+            for link in d.services.links.values():
+                assert await link.wait_connected(10)
+            ids = [
+                sim.inbound_call("+4930111222", queue="support", hangup_after=0.2) for sim in sims
+            ]
+            async with asyncio.timeout(10):
+                await both_ended.wait()
+            by_server = {e.server: e.call_id for e in seen if e.event == "hangup"}
+            assert by_server == {"east": ids[0], "west": ids[1]}
+    finally:
+        for sim in sims:
+            await sim.stop()

@@ -28,3 +28,15 @@ def test_json_lines_with_context_and_masked_secrets() -> None:
     assert rec["secret"] == "***"
     assert rec["token"] == "***"
     assert "hunter2" not in out.getvalue()
+
+
+def test_console_output_is_readable_not_json() -> None:
+    out = io.StringIO()
+    configure_logging("info", "console", stream=out)
+    try:
+        structlog.get_logger("t").bind(call_id="1700000000.7", agent="a1").info("pop sent")
+    finally:
+        structlog.reset_defaults()
+    text = out.getvalue()
+    assert "pop sent" in text and "call_id=1700000000.7" in text and "agent=a1" in text
+    assert not text.lstrip().startswith("{")
