@@ -173,11 +173,11 @@ class _Call:
         "callee",
         "caller",
         "caller_exten",
+        "chans",
         "connected",
         "ended",
         "id",
         "in_queue",
-        "nchan",
         "queue",
         "seq",
         "up_with",
@@ -200,7 +200,9 @@ class _Call:
         #: the last queue the call waited in (live_calls) and the one it waits in now (ringing)
         self.queue: str | None = None
         self.in_queue: str | None = None
-        self.nchan = 0
+        #: the call's live channels by Uniqueid, in creation order: live_calls() and resync
+        #: walk a call's own channels, never every channel of the server
+        self.chans: dict[str, _Chan] = {}
 
 
 class _Chan:
@@ -465,10 +467,21 @@ class CallTracker:
             )
         return out
 
+    def caller_channel(self, call_id: str) -> str | None:
+        """The caller's channel name of a call in progress (what live_calls() would name), in
+        O(1): the dialer's safe-harbor redirect needs it on the event loop."""
+        call = self._calls.get(call_id)
+        if call is None or call.ended:
+            return None
+        caller = call.caller
+        if caller is None or not caller.alive:
+            return None
+        return caller.name
+
     # ------------------------------------------------------------------ helpers
 
     def _call_chans(self, call: _Call) -> list[_Chan]:
-        return [c for c in self._chans.values() if c.call is call]
+        return list(call.chans.values())
 
     def _is_endpoint(self, name: str) -> bool:
         if not name.startswith("Local/"):
@@ -509,7 +522,7 @@ class CallTracker:
         linkedid = m.get(prefix + "Linkedid") or uid
         call = self._get_call(linkedid)
         ch = _Chan(name, uid, linkedid, call, self._is_endpoint(name))
-        call.nchan += 1
+        call.chans[uid] = ch
         ch.number = _cid(m.get(prefix + "CallerIDNum"))
         ch.cname = _cid(m.get(prefix + "CallerIDName"))
         ch.exten = m.get(prefix + "Exten", "")
@@ -980,7 +993,7 @@ class CallTracker:
         if len(self._grave) > GRAVEYARD_SIZE:
             self._grave.popitem(last=False)
         call = ch.call
-        call.nchan -= 1
+        call.chans.pop(uid, None)
         out: list[CallEvent] = []
         if ch.ring_open:
             reason = _RING_END_BY_CAUSE.get(ch.cause or 0, "cancel")
@@ -997,7 +1010,7 @@ class CallTracker:
                     cause=ch.cause,
                 )
             )
-        if call.nchan <= 0:
+        if not call.chans:
             self._calls.pop(call.id, None)
         if self._pending and (ch.claimed or (ch.peer is not None and ch.peer.claimed)):
             out += self._settle_pending()
@@ -1395,7 +1408,7 @@ class CallTracker:
             gone.bridge = None
             self._grave[uid] = gone
             call = gone.call
-            call.nchan -= 1
+            call.chans.pop(uid, None)
             if gone is call.caller and not call.ended:
                 call.ended = True
                 out.append(
@@ -1408,7 +1421,7 @@ class CallTracker:
                         cause=None,
                     )
                 )
-            if call.nchan <= 0:
+            if not call.chans:
                 self._calls.pop(call.id, None)
         while len(self._grave) > GRAVEYARD_SIZE:
             self._grave.popitem(last=False)
