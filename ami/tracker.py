@@ -60,6 +60,8 @@ from ami.events import (
 log = structlog.get_logger(__name__)
 
 _DOWN, _RING, _RINGING, _UP = 0, 4, 5, 6
+#: what handlers get for a change that no message carries (a resync): time is then `at`
+_NO_MESSAGE: Mapping[str, str] = {}
 
 #: Seconds (message time) a failed OriginateResponse waits for the evidence of its channels
 #: (Hangup Cause, DialEnd, Cdr) before it is reported with what is known.
@@ -1395,20 +1397,34 @@ class CallTracker:
             uid = it.get("Uniqueid")
             if uid:
                 present[uid] = it
+        # calls we were reporting before the outage: what changed in them is told as the live
+        # feed would have told it; calls first seen now are adopted silently (live_calls())
+        known = {c for c in self._calls.values() if c.caller is not None and not c.ended}
+        touched: dict[_Call, None] = {}
         out: list[CallEvent] = []
         # 1. channels that vanished while we were away
-        for uid in [u for u in self._chans if u not in present]:
-            gone = self._chans.pop(uid)
+        gone_chans = [ch for uid, ch in self._chans.items() if uid not in present]
+        for gone in gone_chans:
+            uid = gone.uid
+            del self._chans[uid]
             if self._by_name.get(gone.name) is gone:
                 del self._by_name[gone.name]
             gone.alive = False
-            gone.ring_open = False
             if gone.bridge is not None and gone in gone.bridge.members:
                 gone.bridge.members.remove(gone)
             gone.bridge = None
             self._grave[uid] = gone
+            gone.call.chans.pop(uid, None)
+            touched[gone.call] = None
+        while len(self._grave) > GRAVEYARD_SIZE:
+            self._grave.popitem(last=False)
+        # their rings end first (no screen may stay "ringing"), then the calls they started
+        for gone in gone_chans:
+            if gone.ring_open:
+                reason = "answer" if self._answered(gone) else "cancel"
+                out += self._end_ring(gone, reason, at, _NO_MESSAGE)
+        for gone in gone_chans:
             call = gone.call
-            call.chans.pop(uid, None)
             if gone is call.caller and not call.ended:
                 call.ended = True
                 out.append(
@@ -1421,62 +1437,109 @@ class CallTracker:
                         cause=None,
                     )
                 )
-            if not call.chans:
-                self._calls.pop(call.id, None)
-        while len(self._grave) > GRAVEYARD_SIZE:
-            self._grave.popitem(last=False)
-        # 2. channels we do not know: adopt them, with their bridges and Local pairs
-        new: list[_Chan] = []
+        for call in touched:
+            if not call.chans and self._calls.get(call.id) is call:
+                del self._calls[call.id]
+        # 2. channels we do not know: adopt them, with their bridges and Local pairs; channels
+        # we know: take their state and bridge from the snapshot
+        new: dict[_Chan, None] = {}
         for uid, it in present.items():
             ch = self._chans.get(uid)
             if ch is None:
                 ch = self._adopt(it)
                 if ch is None:
                     continue
-                new.append(ch)
+                new[ch] = None
+                touched[ch.call] = None
             else:
                 st = _int(it.get("ChannelState"), None)
-                if st is not None:
+                if st is not None and st != ch.state:
                     ch.state = st
-            bid = it.get("BridgeId") or it.get("BridgeID") or ""
-            if bid and (ch.bridge is None or ch.bridge.id != bid):
+                    touched[ch.call] = None
+            bid = it.get("BridgeId")
+            if bid is None:
+                bid = it.get("BridgeID")  # the Status action's spelling
+            if bid is None:
+                continue  # a snapshot without the field says nothing about bridges
+            old = ch.bridge
+            if old is not None and old.id == bid:
+                continue
+            if old is not None and ch in old.members:
+                old.members.remove(ch)
+            ch.bridge = None
+            if bid:
                 b = self._bridges.get(bid)
                 if b is None:
                     b = self._bridges[bid] = _Bridge(bid, False)
-                if ch.bridge is not None and ch in ch.bridge.members:
-                    ch.bridge.members.remove(ch)
                 b.members.append(ch)
                 ch.bridge = b
+            touched[ch.call] = None
         # bridges whose destruction we missed while away
         for bid in [b for b, br in self._bridges.items() if not br.members]:
             del self._bridges[bid]
-        if not new:
-            return out
-        # 3. the adopted calls: caller, what is up, what rings (no events: it already happened)
-        calls = sorted({ch.call for ch in new}, key=lambda c: c.seq)
-        for call in calls:
-            chans = sorted(self._call_chans(call), key=_uid_order)
-            if call.caller is None:
-                call.caller = self._guess_caller(call, chans)
-            caller = call.caller
-            if caller is None:
+        # 3. the calls that changed: known ones report what happened, new ones are adopted
+        for call in sorted(touched, key=lambda c: c.seq):
+            if call.ended or self._calls.get(call.id) is not call:
                 continue
-            eps = self._connected(caller)
-            if len(eps) == 1:
-                call.up_with = call.callee = eps[0]
-                call.connected = True
-            cparty = self._caller_party(call)
-            for c in chans:
-                if c is caller or not c.endpoint or c in eps:
-                    continue
-                target = c
-                if not target.rung:
-                    target.rung = True
-                    target.ring_caller = cparty
-                    target.ring_open = target.state != _UP or (
-                        target.peer is not None and target.peer.state != _UP
-                    )
+            chans = sorted(call.chans.values(), key=_uid_order)
+            if call in known:
+                out += self._resync_known(call, chans, new, at)
+            elif any(c in new for c in chans):
+                self._resync_adopted(call, chans)
         return out
+
+    def _resync_known(
+        self, call: _Call, chans: list[_Chan], new: Mapping[_Chan, None], at: float
+    ) -> list[CallEvent]:
+        """What the missed events of a call we were reporting would have said: parties dialled
+        meanwhile ring, rings whose target is now answered end with "answer", and the call is
+        `up` (once) if its caller now talks to one party."""
+        out: list[CallEvent] = []
+        caller = call.caller
+        for c in chans:
+            if (
+                c.endpoint
+                and c is not caller
+                and not c.rung
+                and (c in new or c.state in (_RINGING, _UP))
+                and self._ringable(c)
+            ):
+                out += self._ring(call, c, None, at, _NO_MESSAGE)
+        for c in chans:
+            if c.ring_open and self._answered(c):
+                out += self._end_ring(c, "answer", at, _NO_MESSAGE)
+        out += self._check_up([call], at, _NO_MESSAGE)
+        return out
+
+    def _resync_adopted(self, call: _Call, chans: list[_Chan]) -> None:
+        """A call first seen in a snapshot: its caller, what is up, what rings, without events
+        (it already happened; live_calls() shows it)."""
+        if call.caller is None:
+            call.caller = self._guess_caller(call, chans)
+        caller = call.caller
+        if caller is None:
+            return
+        eps = self._connected(caller)
+        if len(eps) == 1:
+            call.up_with = call.callee = eps[0]
+            call.connected = True
+        cparty = self._caller_party(call)
+        for c in chans:
+            if c is caller or not c.endpoint or c in eps:
+                continue
+            if not c.rung:
+                c.rung = True
+                c.ring_caller = cparty
+                c.ring_open = not self._answered(c)
+
+    @staticmethod
+    def _answered(target: _Chan) -> bool:
+        """Evidence that a rung target answered: its dial ended ANSWER, or it is Up (both
+        halves, for a Local pair: a ;2 half alone is Up while its ;1 still rings)."""
+        peer = target.peer
+        if target.dial_status == "ANSWER" or (peer is not None and peer.dial_status == "ANSWER"):
+            return True
+        return target.state == _UP and (peer is None or peer.state == _UP)
 
     def _guess_caller(self, call: _Call, chans: list[_Chan]) -> _Chan | None:
         first = self._chans.get(call.id)
