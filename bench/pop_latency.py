@@ -34,6 +34,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     queues = [f"q{i:02d}" for i in range(nq)]
     ctx = mp.get_context("spawn")
     sim_conn, sim_child = ctx.Pipe()
-    sim = ctx.Process(target=sim_process, args=(sim_child, queues, (args.talk_min, args.talk_max)))
+    sim = ctx.Process(
+        target=sim_process, args=(sim_child, queues, (args.talk_min, args.talk_max)), daemon=True
+    )
     sim.start()
     sim_port = sim_conn.recv()
 
@@ -373,7 +376,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(*(login(i) for i in range(args.agents)))
         login_s = time.perf_counter() - t
         cl_conn, cl_child = ctx.Pipe()
-        clients = ctx.Process(target=client_process, args=(cl_child, daemon.url, agents))
+        clients = ctx.Process(
+            target=client_process, args=(cl_child, daemon.url, agents), daemon=True
+        )
         clients.start()
         loop = asyncio.get_running_loop()
         t = time.perf_counter()
@@ -395,6 +400,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cl_conn.send("stop")
         pops, client_stats = await loop.run_in_executor(None, cl_conn.recv)
         rss2 = _rss_kib()
+        if args.gc_report:
+            objs = gc.get_objects()
+            top = Counter(type(o).__name__ for o in objs).most_common(12)
+            print(f"GC-tracked objects in the daemon: {len(objs):,}: {top}", file=sys.stderr)
+            del objs
         sim_conn.send("stop")
         hub_stats = svc.hub.stats.to_dict()
         pop_stats = svc.pops.stats()
@@ -464,6 +474,7 @@ def main() -> int:
     p.add_argument("--talk-min", type=float, default=3.0)
     p.add_argument("--talk-max", type=float, default=8.0)
     p.add_argument("--deadline-ms", type=int, default=150)
+    p.add_argument("--gc-report", action="store_true", help="count the daemon's GC objects")
     p.add_argument("--dump", metavar="FILE", help="write ring time and latencies per pop")
     p.add_argument("--profile", metavar="FILE", help="cProfile the daemon's process into FILE")
     p.add_argument("--data-dir", help="where the seeded CRM is kept (reused when it matches)")
