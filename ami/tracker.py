@@ -1542,17 +1542,25 @@ class CallTracker:
         return target.state == _UP and (peer is None or peer.state == _UP)
 
     def _guess_caller(self, call: _Call, chans: list[_Chan]) -> _Chan | None:
+        """The endpoint that started a call seen first in a snapshot: the call's first channel
+        (or the other half of its Local pair), else its first endpoint; one that is being
+        dialled (Down, Ringing, a Local ;2 in Ring) is no caller yet: an originated leg
+        becomes one only when it answers (as _maybe_caller decides live)."""
         first = self._chans.get(call.id)
         if first is not None:
             if first.endpoint:
-                return first
+                return first if _may_call(first) else None
             peer = first.peer
             if peer is not None and peer.endpoint:
-                return peer
+                return peer if _may_call(peer) else None
         for c in chans:
-            if c.endpoint:
+            if c.endpoint and _may_call(c):
                 return c
         return None
+
+
+def _may_call(ch: _Chan) -> bool:
+    return ch.state == _UP or (ch.state == _RING and not (ch.local and ch.name.endswith(";2")))
 
 
 def _log_safely(msg: str, **kw: Any) -> None:
