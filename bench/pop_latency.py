@@ -392,6 +392,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
         )
 
+        if args.gc_freeze:
+            gc.collect()
+            gc.freeze()  # what a daemon could do once started: old objects leave GC passes
         sim_conn.send(("go", args.rate, args.seconds, numbers))
         offered, gen_s = await loop.run_in_executor(None, sim_conn.recv)
         await asyncio.sleep(args.grace)
@@ -404,6 +407,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             objs = gc.get_objects()
             top = Counter(type(o).__name__ for o in objs).most_common(12)
             print(f"GC-tracked objects in the daemon: {len(objs):,}: {top}", file=sys.stderr)
+            where = Counter(
+                f"{o.tb_frame.f_code.co_filename.rsplit('/', 2)[-1]}:{o.tb_frame.f_code.co_name}"
+                for o in objs
+                if type(o).__name__ == "traceback"
+            ).most_common(6)
+            print(f"  tracebacks kept alive, by frame: {where}", file=sys.stderr)
             del objs
         sim_conn.send("stop")
         hub_stats = svc.hub.stats.to_dict()
@@ -474,6 +483,7 @@ def main() -> int:
     p.add_argument("--talk-min", type=float, default=3.0)
     p.add_argument("--talk-max", type=float, default=8.0)
     p.add_argument("--deadline-ms", type=int, default=150)
+    p.add_argument("--gc-freeze", action="store_true", help="gc.freeze() the daemon once started")
     p.add_argument("--gc-report", action="store_true", help="count the daemon's GC objects")
     p.add_argument("--dump", metavar="FILE", help="write ring time and latencies per pop")
     p.add_argument("--profile", metavar="FILE", help="cProfile the daemon's process into FILE")
