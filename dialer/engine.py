@@ -101,6 +101,12 @@ EARLY_EVENTS_MAX = 50_000
 #: counts its own answers and abandons on top of the last reading)
 WINDOW_REFRESH_SECONDS = 15.0
 
+#: with AMD on, the dialplan runs AMD() before it queues the call, so the connect deadline
+#: starts only once AMD said HUMAN; Asterisk's AMD gives up after `total_analysis_time`
+#: (amd.conf default 5000 ms). The CTI's fallback deadline waits that long on top, so a
+#: person still being classified is never redirected to safe-harbor by mistake.
+AMD_ALLOWANCE_SECONDS = 5.0
+
 
 @dataclass(slots=True)
 class InFlight:
@@ -492,6 +498,8 @@ class Dialer:
         """Answered calls still without an agent past the deadline (plus a grace: the
         dialplan's own deadline is the authority and normally reports first)."""
         deadline = self.settings.connect_deadline + self.settings.abandon_grace_seconds
+        if run.campaign.amd:
+            deadline += AMD_ALLOWANCE_SECONDS
         expired = []
         for f in run.calls.values():
             if (
@@ -940,6 +948,10 @@ class Dialer:
         elif outcome in ("busy", "no-answer", "congestion", "failed", "machine") and not (
             f.agent_first
         ):
+            if outcome == "machine" and f.answered_at is not None and run.window_answered > 0:
+                # counted as answered when the PBX picked up; a machine is no live answer
+                # (the database's window excludes it too), so the budget is not inflated
+                run.window_answered -= 1
             run.pacer.observe(Outcome(kind=outcome, at=at, ring_seconds=at - f.launched_at))  # type: ignore[arg-type]
         cb_at, cb_agent = f.callback if f.callback is not None else (None, None)
         try:

@@ -137,10 +137,17 @@ class LeadStore:
         return claimed
 
     async def claim_lead(
-        self, campaign: Campaign, lead_id: int, now: float, *, by: str = ""
+        self,
+        campaign: Campaign,
+        lead_id: int,
+        now: float,
+        *,
+        by: str = "",
+        agent_guaranteed: bool = True,
     ) -> ClaimedLead | None:
         """Claim one given lead (an agent's callback, a preview): compliance is checked the
-        same way; None when it is not claimable now (already taken, blocked, not due)."""
+        same way; None when it is not claimable now (already taken, blocked, not due).
+        These leads are dialled agent-first, hence `agent_guaranteed` (see `_check`)."""
         window = CallingWindow.parse(campaign.window_start, campaign.window_end)
         now_dt = datetime.fromtimestamp(now, UTC)
         async with self._sessions() as s, s.begin():
@@ -152,7 +159,10 @@ class LeadStore:
             ):
                 return None
             number = lead.numbers[lead.number_index % len(lead.numbers)]
-            if await self._check(s, campaign, lead, number, window, now_dt) is not None:
+            verdict = await self._check(
+                s, campaign, lead, number, window, now_dt, agent_guaranteed=agent_guaranteed
+            )
+            if verdict is not None:
                 return None
             seen = lead.state
             res = await s.execute(
@@ -219,9 +229,16 @@ class LeadStore:
         number: str,
         window: CallingWindow,
         now: datetime,
+        *,
+        agent_guaranteed: bool = False,
     ) -> str | None:
         """None when the lead may be dialled now; otherwise why not (and the lead is
-        rescheduled or closed accordingly, inside the caller's transaction)."""
+        rescheduled or closed accordingly, inside the caller's transaction).
+
+        `agent_guaranteed`: an agent is on the line before the customer answers (preview,
+        a callback rung agent-first), so a machine-detected number may be tried again
+        within the machine block (the rule exists against silent calls to people whose
+        machine was detected; with an agent there is no silent call)."""
         zones = (lead.time_zone,)
         if not window.is_open(now, zones):
             lead.next_at = window.next_open(now, zones).timestamp()
@@ -234,7 +251,7 @@ class LeadStore:
         last_abandon, last_machine = await self._last_blocking(s, number)
         until = redial_blocked_until(
             last_abandon,
-            last_machine,
+            None if agent_guaranteed else last_machine,
             abandon_hours=self._abandon_hours,
             machine_hours=self._machine_hours,
         )
