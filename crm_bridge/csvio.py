@@ -350,6 +350,8 @@ class ParsedRow:
     emails: list[str]
     ids: list[tuple[str, str]]  # (type, value)
     custom: dict[str, Any]
+    #: the name's search keys when the importer computed them ahead (its parsing process)
+    name_keys: tuple[str, ...] = ()
 
 
 class RowParser:

@@ -367,3 +367,41 @@ async def test_semicolon_file_from_a_spreadsheet_and_an_unclosed_quote(
     assert (res2.imported, res2.rejected) == (1, 1)
     (reject,) = report(default_paths(src2)[0])
     assert reject["line"] == "3" and "lines 3-4" in reject["reason"]
+
+
+@pytest.mark.slow
+async def test_parsing_in_a_second_process_gives_the_same_import(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    """Big files are read and validated in a child process: same rejects (line numbers),
+    merges, rows and exactly-once resume after a crash as the in-process path."""
+    src = write(tmp_path / "big.csv", "name,phone,email,account", _rows_for_resume())
+
+    def crash(where: str, n: int) -> None:
+        if where == "before_commit" and n == 3:
+            raise SimulatedCrash(f"{where} {n}")
+
+    opts = ImportOptions(batch_size=5, crash_hook=crash, parse_process=True)
+    with pytest.raises(SimulatedCrash):
+        await import_csv(engine, src, crm_settings, opts)
+    assert await count(engine) == 2 * 5 - _not_imported_before(2)
+    opts = ImportOptions(batch_size=5, resume=True, parse_process=True)
+    res = await import_csv(engine, src, crm_settings, opts)
+    assert res.complete and not res.failed
+    expected = [f"Person {i}" for i in range(1, 26) if i % 6 != 0 and i != 17]
+    assert await names(engine) == expected
+    rejects = [int(r["line"]) for r in report(default_paths(src)[0])]
+    assert rejects == [7, 13, 19, 25]
+    merges = [(int(m["line"]), m["match"]) for m in report(default_paths(src)[1])]
+    assert merges == [(18, "phone")]
+    assert (res.rows, res.imported, res.rejected, res.duplicates) == (25, 20, 4, 1)
+
+    broken = tmp_path / "broken.csv"
+    shutil.copyfile(DATA / "broken.csv", broken)
+    res = await import_csv(
+        engine, broken, crm_settings, ImportOptions(batch_size=4, parse_process=True)
+    )
+    assert (res.rows, res.imported, res.rejected, res.duplicates) == (12, 3, 9, 0)
+    assert sorted(int(r["line"]) for r in report(default_paths(broken)[0])) == [
+        3, 4, 5, 6, 7, 10, 12, 13, 14,
+    ]  # fmt: skip
