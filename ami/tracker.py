@@ -230,6 +230,7 @@ class _Chan:
         "ring_caller",
         "ring_open",
         "rung",
+        "seen",
         "state",
         "uid",
         "vars",
@@ -259,6 +260,9 @@ class _Chan:
         self.cause: int | None = None
         self.dial_status: str | None = None
         self.claimed = False
+        #: number of the message that last changed state or bridge: a resync snapshot listed
+        #: before that message is older than what we know
+        self.seen = 0
         #: set for the first channel of a call only: what an Originate's dial string names
         self.device = ""
 
@@ -353,6 +357,9 @@ class CallTracker:
         self._next_deadline = float("inf")
         self._seq = 0
         self._logged_errors: set[str] = set()
+        #: Uniqueid -> number of the message that listed it (CoreShowChannel items reach feed
+        #: too, before the resync they belong to)
+        self._listed: dict[str, int] = {}
         self._handlers: dict[str, Handler] = {
             "Newchannel": self._on_newchannel,
             "Newstate": self._on_newstate,
@@ -379,6 +386,7 @@ class CallTracker:
             "Rename": self._on_rename,
             "Newexten": self._on_newexten,
             "Pickup": self._on_pickup,
+            "CoreShowChannel": self._on_listed,
         }
 
     # ------------------------------------------------------------------ public API
@@ -809,6 +817,7 @@ class CallTracker:
         if state is None:
             return None
         ch.state = state
+        ch.seen = self.stats.messages
         call = ch.call
         if state == _UP:
             self._maybe_caller(ch)
@@ -920,6 +929,7 @@ class CallTracker:
         st = _int(m.get("ChannelState"), None)
         if st is not None:
             ch.state = st
+        ch.seen = self.stats.messages
         old = ch.bridge
         if old is not b:
             if old is not None and ch in old.members:
@@ -939,6 +949,7 @@ class CallTracker:
         if ch in b.members:
             b.members.remove(ch)
         ch.bridge = None
+        ch.seen = self.stats.messages
         call = ch.call
         caller = call.caller
         callee = call.callee
@@ -965,6 +976,7 @@ class CallTracker:
             return None
         for mem in frm.members:
             mem.bridge = to
+            mem.seen = self.stats.messages
             to.members.append(mem)
         frm.members = []
         return self._check_up([mem.call for mem in to.members], at, m)
@@ -1117,6 +1129,14 @@ class CallTracker:
         t = self._target_of(target)
         if t is not None and t.ring_open:
             return self._end_ring(t, "pickup", at, m)
+        return None
+
+    def _on_listed(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:
+        uid = m.get("Uniqueid")
+        if uid:
+            if len(self._listed) >= 4 * GRAVEYARD_SIZE:
+                self._listed.clear()  # lists nobody resynced with (a UI's CoreShowChannels)
+            self._listed[uid] = self.stats.messages
         return None
 
     def _on_rename(self, m: Mapping[str, str], at: float) -> list[CallEvent] | None:
@@ -1441,7 +1461,9 @@ class CallTracker:
             if not call.chans and self._calls.get(call.id) is call:
                 del self._calls[call.id]
         # 2. channels we do not know: adopt them, with their bridges and Local pairs; channels
-        # we know: take their state and bridge from the snapshot
+        # we know: take their state and bridge from the snapshot, unless an event fed after
+        # the channel's list item (so newer than it) changed them already
+        listed, self._listed = self._listed, {}
         new: dict[_Chan, None] = {}
         for uid, it in present.items():
             ch = self._chans.get(uid)
@@ -1452,9 +1474,11 @@ class CallTracker:
                 new[ch] = None
                 touched[ch.call] = None
             else:
+                if ch.seen > listed.get(uid, ch.seen):
+                    continue
                 st = _int(it.get("ChannelState"), None)
-                if st is not None and st != ch.state:
-                    ch.state = st
+                if st is not None and st != ch.state and ch.state != _UP:
+                    ch.state = st  # (an answered channel never rings again: Up stays)
                     touched[ch.call] = None
             bid = it.get("BridgeId")
             if bid is None:

@@ -194,13 +194,23 @@ def test_outage_covering_a_whole_ring_and_the_answer() -> None:
 # ----------------------------------------------------------------------------- PJSIP
 
 
-def pbx_resync(p: Pbx, bridges: Mapping[str, str] | None = None) -> list[CallEvent]:
-    """Resync the Pbx's tracker with what the Pbx says is alive now."""
+def listing(p: Pbx, bridges: Mapping[str, str] | None = None) -> list[dict[str, str]]:
+    """The CoreShowChannel items for what the Pbx says is alive now; like the AMI link does,
+    they also go through feed (as the Events they are) before the resync."""
     items = [
         {"Event": "CoreShowChannel", **p.snap(n), "BridgeId": (bridges or {}).get(n, "")}
         for n in p.ch
     ]
-    out = p.tracker.resync(items, p.now)
+    for it in items:
+        assert p.tracker.feed(it, p.now) == []
+    return items
+
+
+def pbx_resync(
+    p: Pbx, bridges: Mapping[str, str] | None = None, items: list[dict[str, str]] | None = None
+) -> list[CallEvent]:
+    """Resync the Pbx's tracker with what the Pbx says is alive now (or with `items`)."""
+    out = p.tracker.resync(listing(p, bridges) if items is None else items, p.now)
     p.events += out
     return out
 
@@ -377,3 +387,57 @@ def test_any_outage_keeps_the_promises(name: str) -> None:
                 assert e["reason"] == base_hangup.get(e["call_id"]), where
             elif e["event"] == "ringing_end":
                 assert e["reason"] == base_ring_end[e["targets"][0]["uniqueid"]], where
+
+
+def test_vanished_target_seen_answering_ends_with_answer() -> None:
+    """The link drops right after both halves of agent1's Local pair went Up (the answer) but
+    before DialEnd; on reconnect the whole call is gone. The ring ends 'answer', not 'cancel'."""
+    t = lab()
+    for at, m in read_trace(TRACES / T01):
+        t.feed(m, at)
+        if m.get("Event") == "Newstate" and m.get("Channel", "").startswith("Local/agent1"):
+            if m.get("Channel", "").endswith(";1") and m.get("ChannelState") == "6":
+                break
+    [live] = t.live_calls()
+    assert [p.channel for p in live.ringing] == ["Local/agent1@agents-00000003;2"]
+    out = t.resync([], 10.0)
+    assert [e.to_dict()["event"] for e in out] == ["ringing_end", "hangup"]
+    assert out[0].to_dict()["reason"] == "answer"
+    assert t.live_calls() == []
+
+
+def test_events_newer_than_the_listing_are_not_undone() -> None:
+    """The phone answers and is bridged between its CoreShowChannel item (listed Ringing, no
+    bridge) and the end of the list: those events reached feed after the item, so they are
+    newer than the snapshot, and the resync must not put the call back to ringing."""
+    p = Pbx()
+    inbound(p)
+    p.new(P100, linked=TRUNK, num="+4930123456", exten="+4930800")
+    p.dial(TRUNK, P100)
+    p.state(P100, 5)
+    items = listing(p)  # P100 Ringing, nobody bridged
+    p.tick(0.01)
+    p.answer(TRUNK, P100)
+    p.bridge("b1", P100, TRUNK)
+    assert [c[0] for c in p.compact()] == ["ringing", "ringing_end", "up"]
+    assert pbx_resync(p, items=items) == []
+    [live] = p.tracker.live_calls()
+    assert live.state == "up" and live.callee is not None and live.callee.channel == P100
+    p.tick(5)
+    p.hangup(TRUNK, 16)
+    assert p.compact()[-1] == ("hangup", TRUNK, "completed", 16)
+
+
+def test_answer_before_bridging_is_not_undone_by_an_older_listing() -> None:
+    """As above, but only the answer is newer than the listing; the bridge comes after the
+    resync and must still make the call up."""
+    p = Pbx()
+    inbound(p)
+    p.new(P100, linked=TRUNK, num="+4930123456", exten="+4930800")
+    p.dial(TRUNK, P100)
+    p.state(P100, 5)
+    items = listing(p)
+    p.answer(TRUNK, P100)
+    assert pbx_resync(p, items=items) == []
+    p.bridge("b1", P100, TRUNK)
+    assert [c[0] for c in p.compact()] == ["ringing", "ringing_end", "up"]
