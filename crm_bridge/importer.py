@@ -353,7 +353,7 @@ async def _allocate_ids(conn: AsyncConnection, n: int) -> list[int]:
     return list(range(start + 1, start + 1 + n))
 
 
-async def _sqlite_foreign_keys(conn: AsyncConnection, *, on: bool) -> None:
+async def sqlite_foreign_keys(conn: AsyncConnection, *, on: bool) -> None:
     """Switch FK enforcement on this pooled connection (only possible outside a transaction).
 
     Every child row of a batch points at a customer id assigned and inserted by the same
@@ -735,7 +735,7 @@ class Importer:
         async with self.engine.connect() as conn:
             fk_off = is_sqlite(conn)
             if fk_off:
-                await _sqlite_foreign_keys(conn, on=False)
+                await sqlite_foreign_keys(conn, on=False)
             trans = await conn.begin()
             try:
                 if is_sqlite(conn):
@@ -805,7 +805,7 @@ class Importer:
                 return False
             finally:
                 if fk_off and not conn.closed:
-                    await _sqlite_foreign_keys(conn, on=True)
+                    await sqlite_foreign_keys(conn, on=True)
         if self.opt.crash_hook:
             self.opt.crash_hook("after_commit", res.batches + 1)
         for key, val in counts.items():

@@ -21,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import itertools
+import multiprocessing
+import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -40,6 +43,7 @@ from crm_bridge.importer import (
     name_columns,
     name_values,
     sqlite_datetime,
+    sqlite_foreign_keys,
 )
 from crm_bridge.models import (
     Case,
@@ -474,6 +478,28 @@ class _Builder:
         return count, t
 
 
+#: in the generating process: its builder (set by _worker_start)
+_worker: dict[str, _Builder] = {}
+
+
+def _worker_start(
+    customers: int,
+    seed: int,
+    fids: dict[str, int],
+    sqlite: bool,
+    actor: str,
+    next_int: int,
+    next_case: int,
+) -> None:
+    b = _Builder(generate(customers, seed), fids, sqlite, actor)
+    b.next_int, b.next_case = next_int, next_case
+    _worker["builder"] = b
+
+
+def _worker_build(n: int) -> tuple[int, dict[str, list[tuple[Any, ...]]]]:
+    return _worker["builder"].build(n)
+
+
 async def _secondary_indexes(conn: AsyncConnection) -> list[tuple[str, str]]:
     """(name, CREATE statement) of the CRM tables' plain indexes on SQLite."""
     res = await conn.exec_driver_sql(
@@ -528,18 +554,45 @@ async def seed_database(
             for name, _sql in dropped:
                 await conn.exec_driver_sql(f'DROP INDEX "{name}"')
     bar = Progress(customers, label="seed", enabled=progress, stream=sys.stderr)
+    pool: ProcessPoolExecutor | None = None
+    build: Callable[[], Awaitable[tuple[int, dict[str, list[tuple[Any, ...]]]]]]
+    if customers >= 50_000 and (os.cpu_count() or 1) > 1:
+        # generating is ~30 % of the work: a second process does it while this one writes
+        # (a thread would hold the GIL the writer needs between SQLite calls)
+        pool = ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_worker_start,
+            initargs=(customers, seed, fids, sqlite, actor, builder.next_int, builder.next_case),
+        )
+        loop, _pool = asyncio.get_running_loop(), pool
+
+        def build() -> Awaitable[tuple[int, dict[str, list[tuple[Any, ...]]]]]:
+            return loop.run_in_executor(_pool, _worker_build, batch)
+    else:
+
+        def build() -> Awaitable[tuple[int, dict[str, list[tuple[Any, ...]]]]]:
+            return asyncio.create_task(asyncio.to_thread(builder.build, batch))
+
     try:
-        pending = asyncio.create_task(asyncio.to_thread(builder.build, batch))
+        pending = build()
         while True:
             n, t = await pending
             if not n:
                 break
-            pending = asyncio.create_task(asyncio.to_thread(builder.build, batch))
-            async with engine.begin() as conn:
-                for key, (table, cols) in _COLUMNS.items():
-                    await bulk_insert(conn, table, cols, t[key])
-                if not sqlite:
-                    await _advance_sequences(conn)
+            pending = build()
+            async with engine.connect() as conn:
+                if sqlite:  # every child row points at an id this batch writes
+                    await sqlite_foreign_keys(conn, on=False)
+                try:
+                    async with conn.begin():
+                        for key, (table, cols) in _COLUMNS.items():
+                            await bulk_insert(conn, table, cols, t[key])
+                        if not sqlite:
+                            await _advance_sequences(conn)
+                finally:
+                    if sqlite and not conn.closed:
+                        await sqlite_foreign_keys(conn, on=True)
             res.customers += n
             res.phones += len(t["p"])
             res.emails += len(t["e"])
@@ -547,6 +600,8 @@ async def seed_database(
             res.cases += len(t["k"])
             bar.update(res.customers)
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         if dropped:
             async with engine.begin() as conn:
