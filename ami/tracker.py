@@ -435,10 +435,18 @@ class CallTracker:
         return out
 
     def resync(self, channels: Sequence[Mapping[str, str]], at: float) -> list[CallEvent]:
-        """Called after every AMI (re)connect with the CoreShowChannel list items: ends calls
-        whose channels vanished while we were disconnected (a hangup with reason 'completed'
-        if connected else 'cancelled', cause None) and adopts channels/calls it does not know
-        (so later events on them work and they appear in live_calls())."""
+        """Called after every AMI (re)connect with the CoreShowChannel list items, so that no
+        call stays ringing or up forever and nothing that happened meanwhile is lost:
+
+        * a rung target whose channel vanished ends its ring (reason 'cancel', or 'answer' if
+          it was seen answering); a vanished caller ends its call (a hangup with reason
+          'completed' if connected else 'cancelled', cause None);
+        * calls we were reporting take state and bridges from the snapshot and report what
+          the missed events would have: a party dialled meanwhile rings, a ring whose target
+          is now Up ends with 'answer', and the call is `up` (once) when its caller talks to
+          one party; events fed after a channel's list item are newer and win over it;
+        * calls first seen here are adopted silently (later events on them work and they
+          appear in live_calls()): they already happened."""
         try:
             return self._resync(channels, at)
         except Exception:
