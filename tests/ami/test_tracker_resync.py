@@ -340,6 +340,8 @@ def _replay(
     events = [e.to_dict() for at, m in msgs if at <= down for e in t.feed(m, at)]
     n_before = len(events)
     snapshot = core_show_channels([(at, m) for at, m in msgs if at <= up])
+    for item in snapshot:  # list items reach feed too, as the AMI link hands them over
+        assert t.feed(item, up) == []
     events += [dict(e.to_dict(), resync=True) for e in t.resync(snapshot, up)]
     events += [e.to_dict() for at, m in msgs if at > up for e in t.feed(m, at)]
     return events + [e.to_dict() for e in t.flush()], n_before, t
