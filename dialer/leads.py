@@ -1,9 +1,12 @@
 """Lead persistence: claiming, attempts written before dialling, outcomes, retries, callbacks.
 
 The order of work a campaign sees is: due callbacks, then due retries, then fresh leads, each
-by priority. Compliance (calling window in the lead's local time, do-not-call, consent,
-no-redial after an abandoned call, machine once per day) is checked when a lead is claimed,
-not only at import, because lists get old and people opt out.
+by priority and, within a priority, by the chance of a live answer now (`AnswerOdds`: the
+campaign's own live-answer rate at the called party's local hour, used only once the data
+supports it; otherwise first in, first out). Compliance (calling window in the lead's local
+time, do-not-call, consent, no-redial after an abandoned call, machine once per day unless an
+agent is guaranteed) is checked when a lead is claimed, not only at import, because lists get
+old and people opt out.
 
 Claiming is a conditional UPDATE (`... WHERE id = ? AND state = <seen state>`), so two dialer
 instances can never take the same lead; on PostgreSQL the candidate SELECT also uses
@@ -13,12 +16,14 @@ instances can never take the same lead; on PostgreSQL the candidate SELECT also 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import Integer, case, cast, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crm_bridge.db import make_sessionmaker
@@ -51,6 +56,109 @@ class AttemptInfo:
     number: str
 
 
+#: outcomes that say something about whether a person picks up (not lost/dnc/invalid)
+COUNTED_OUTCOMES = (
+    "handled",
+    "answered",
+    "abandoned",
+    "busy",
+    "no-answer",
+    "congestion",
+    "failed",
+    "machine",
+)
+LIVE_OUTCOMES = ("handled", "answered", "abandoned")
+#: the answer-rate estimate learns from the campaign's attempts of the last 28 days ...
+ODDS_LOOKBACK_SECONDS = 28 * 86400.0
+#: ... and is re-read at most this often per campaign (dialer clock): one aggregate query
+ODDS_REFRESH_SECONDS = 300.0
+#: Beta prior centred on the campaign's average, worth this many attempts
+ODDS_PRIOR_ATTEMPTS = 20.0
+#: below these counts the data does not support reordering: campaign average (FIFO)
+ODDS_MIN_CAMPAIGN_ATTEMPTS = 100
+ODDS_MIN_HOUR_ATTEMPTS = 20
+#: how many more candidates than needed a claim looks at when it reorders by the estimate
+ODDS_WINDOW_FACTOR = 4
+
+
+@lru_cache(maxsize=256)
+def _tz(name: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, LookupError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerOdds:
+    """The chance that a call placed now is answered by a person, by the called party's local
+    hour of day, learnt from the campaign's own attempts.
+
+    Deliberately simple so that a supervisor can check it by hand: for each local hour,
+    (live answers + k * average) / (attempts + k), a Beta prior worth k attempts at the
+    campaign's average live-answer rate. An hour with fewer than ODDS_MIN_HOUR_ATTEMPTS
+    attempts, or a campaign with fewer than ODDS_MIN_CAMPAIGN_ATTEMPTS, gets the average, so
+    that with little data every lead scores the same and the order stays first in, first out.
+    """
+
+    average: float = 0.0
+    attempts: int = 0
+    #: per local hour 0..23: (attempts, live answers)
+    counts: tuple[tuple[int, int], ...] = ((0, 0),) * 24
+    #: per local hour: the estimate, None where the data does not support one
+    by_hour: tuple[float | None, ...] = (None,) * 24
+
+    @classmethod
+    def from_counts(cls, rows: Iterable[tuple[str, float, int, int]]) -> AnswerOdds:
+        """rows: (lead time zone, UTC hour bucket = epoch seconds // 3600, attempts, live)."""
+        tries = [0] * 24
+        live = [0] * 24
+        for zone, bucket, n, k in rows:
+            tz = _tz(zone)
+            if tz is None or not n:
+                continue
+            hour = datetime.fromtimestamp(int(bucket) * 3600 + 1800, tz).hour
+            tries[hour] += int(n)
+            live[hour] += int(k or 0)
+        total = sum(tries)
+        if total == 0:
+            return cls()
+        avg = sum(live) / total
+        by_hour: list[float | None] = [None] * 24
+        if total >= ODDS_MIN_CAMPAIGN_ATTEMPTS:
+            prior = ODDS_PRIOR_ATTEMPTS
+            for h in range(24):
+                if tries[h] >= ODDS_MIN_HOUR_ATTEMPTS:
+                    by_hour[h] = (live[h] + prior * avg) / (tries[h] + prior)
+        return cls(avg, total, tuple(zip(tries, live, strict=True)), tuple(by_hour))
+
+    @property
+    def active(self) -> bool:
+        """True when at least one hour differs from the average on enough data."""
+        return any(p is not None for p in self.by_hour)
+
+    def chance(self, time_zone: str, now: float) -> float:
+        """The estimate for a lead in `time_zone` called at `now`."""
+        tz = _tz(time_zone)
+        if tz is None:
+            return self.average
+        p = self.by_hour[datetime.fromtimestamp(now, tz).hour]
+        return self.average if p is None else p
+
+    def explain(self) -> list[dict[str, Any]]:
+        """Per local hour: attempts, live answers and the estimate used (for supervisors)."""
+        return [
+            {
+                "local_hour": h,
+                "attempts": n,
+                "live": k,
+                "estimate": self.by_hour[h] if self.by_hour[h] is not None else self.average,
+                "from_data": self.by_hour[h] is not None,
+            }
+            for h, (n, k) in enumerate(self.counts)
+        ]
+
+
 def _day_key(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
@@ -72,6 +180,8 @@ class LeadStore:
         self._abandon_hours = abandon_block_hours
         self._machine_hours = machine_block_hours
         self._pg = engine.dialect.name == "postgresql"
+        #: campaign id -> (when read, estimate): see `answer_odds`
+        self._odds: dict[int, tuple[float, AnswerOdds]] = {}
 
     # ---- claiming -------------------------------------------------------------------------
 
@@ -81,11 +191,18 @@ class LeadStore:
             return []
         window = CallingWindow.parse(campaign.window_start, campaign.window_end)
         now_dt = datetime.fromtimestamp(now, UTC)
+        odds = await self.answer_odds(campaign, now)
+        reorder = odds.active
+        # a preview is dialled by its agent: an agent is guaranteed on the call
+        guaranteed = campaign.mode == "preview"
         claimed: list[ClaimedLead] = []
         async with self._sessions() as s, s.begin():
             for kind, states in (("due", ("callback", "retry")), ("new", ("new",))):
                 if len(claimed) >= n:
                     break
+                want = max(4 * (n - len(claimed)), 16)
+                if reorder:
+                    want *= ODDS_WINDOW_FACTOR
                 stmt = (
                     select(Lead)
                     .where(
@@ -103,15 +220,20 @@ class LeadStore:
                         Lead.next_at.asc(),
                         Lead.id.asc(),
                     )
-                    .limit(max(4 * (n - len(claimed)), 16))
+                    .limit(want)
                 )
                 if self._pg:
                     stmt = stmt.with_for_update(skip_locked=True)
-                for lead in (await s.execute(stmt)).scalars():
+                candidates = list((await s.execute(stmt)).scalars())
+                if reorder and len(candidates) > 1:
+                    candidates = _by_answer_chance(candidates, odds, now)
+                for lead in candidates:
                     if len(claimed) >= n:
                         break
                     number = lead.numbers[lead.number_index % len(lead.numbers)]
-                    verdict = await self._check(s, campaign, lead, number, window, now_dt)
+                    verdict = await self._check(
+                        s, campaign, lead, number, window, now_dt, agent_guaranteed=guaranteed
+                    )
                     if verdict is not None:
                         continue
                     seen = lead.state  # the UPDATE below refreshes the loaded row
@@ -135,6 +257,39 @@ class LeadStore:
                         )
                     )
         return claimed
+
+    async def answer_odds(self, campaign: Campaign, now: float) -> AnswerOdds:
+        """The campaign's live-answer estimate by local hour, re-read from its attempts at
+        most every ODDS_REFRESH_SECONDS (claims run every pacing tick: one aggregate query
+        per campaign every few minutes, none per claim)."""
+        cached = self._odds.get(campaign.id)
+        if cached is not None and 0 <= now - cached[0] < ODDS_REFRESH_SECONDS:
+            return cached[1]
+        hours = Attempt.created_at / literal_column("3600")
+        bucket = (func.floor(hours) if self._pg else cast(hours, Integer)).label("bucket")
+        q = (
+            select(
+                Lead.time_zone,
+                bucket,
+                func.count(),
+                func.sum(case((Attempt.outcome.in_(LIVE_OUTCOMES), 1), else_=0)),
+            )
+            .join(Lead, Lead.id == Attempt.lead_id)
+            .where(
+                Attempt.campaign_id == campaign.id,
+                Attempt.state == "ended",
+                Attempt.created_at >= now - ODDS_LOOKBACK_SECONDS,
+                Attempt.outcome.in_(COUNTED_OUTCOMES),
+            )
+            .group_by(Lead.time_zone, "bucket")
+        )
+        async with self._sessions() as s:
+            rows = (await s.execute(q)).all()
+        odds = AnswerOdds.from_counts(
+            (str(z), float(b), int(n), int(k or 0)) for z, b, n, k in rows
+        )
+        self._odds[campaign.id] = (now, odds)
+        return odds
 
     async def claim_lead(
         self,
@@ -691,6 +846,20 @@ class LeadStore:
         }
 
 
+def _by_answer_chance(leads: list[Lead], odds: AnswerOdds, now: float) -> list[Lead]:
+    """Callbacks first, then priority, then the better chance of a live answer now; the sort
+    is stable, so equal chances keep the database's order (longest waiting first)."""
+    per_zone: dict[str, float] = {}
+
+    def key(lead: Lead) -> tuple[bool, int, float]:
+        p = per_zone.get(lead.time_zone)
+        if p is None:
+            p = per_zone[lead.time_zone] = odds.chance(lead.time_zone, now)
+        return (lead.state != "callback", -lead.priority, -p)
+
+    return sorted(leads, key=key)
+
+
 def _released_state() -> Any:
     """A released lead with an open callback promise is a callback again, else a retry."""
     open_promise = (
@@ -718,6 +887,7 @@ def next_day_start(now: float, tz_name: str, window_start: str) -> float:
 
 
 __all__ = [
+    "AnswerOdds",
     "AttemptInfo",
     "ClaimedLead",
     "ContactCheck",
