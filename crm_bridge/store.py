@@ -188,7 +188,8 @@ class _Match:
 def _pk(ident: str | int | None, entity: str) -> int:
     """Our integer key from an API id; anything else is an unknown id, not a crash."""
     text = str(ident).strip() if ident is not None else ""
-    if not text.isdigit() or len(text) > 18:
+    # isdigit() alone accepts "³" and other Unicode digits, which int() refuses
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise NotFound(entity, text)
     return int(text)
 

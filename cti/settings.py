@@ -73,6 +73,9 @@ class AgentSettings(_Strict):
     #: queue call rings before the CTI's wrap-up timer ends. Off: the queues' own `wrapuptime`
     #: (queues.conf) decides, and a queue call may end the CTI wrap-up early.
     pause_during_wrap_up: bool = False
+    #: click-to-call: the agent's device is originated first, then connected to this
+    #: context with the customer's E.164 number as the extension
+    dial_context: str = Field("from-internal", pattern=r"^[A-Za-z0-9_.-]{1,80}$")
 
 
 class AmiSettings(_Strict):

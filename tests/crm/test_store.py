@@ -591,3 +591,12 @@ async def test_concurrent_records_of_one_leg_make_one_row(crm: BuiltinCrm) -> No
     async with crm.engine.connect() as c:
         n = (await c.execute(text("SELECT count(*) FROM crm_interaction"))).scalar_one()
     assert n == 1
+
+
+def test_unicode_digits_are_an_unknown_id_not_a_crash() -> None:
+    from crm_bridge.adapter import NotFound
+    from crm_bridge.store import _pk
+
+    with pytest.raises(NotFound):
+        _pk("³", "customer")
+    assert _pk("42", "customer") == 42

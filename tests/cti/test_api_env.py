@@ -29,7 +29,7 @@ SIM_SECRET = "sim-secret-for-tests"
 PASSWORD = "correct horse battery"
 
 
-def test_settings(tmp: Path, ami_port: int, **web: Any) -> Settings:
+def daemon_settings_for(tmp: Path, ami_port: int, **web: Any) -> Settings:
     return load_settings(
         environ={},
         overrides={
@@ -164,7 +164,7 @@ async def daemon_env(tmp: Path, **web: Any) -> AsyncIterator[Env]:
     )
     await sim.start()
     try:
-        settings = test_settings(tmp, sim.port, **web)
+        settings = daemon_settings_for(tmp, sim.port, **web)
         async with running_daemon(settings) as daemon, aiohttp.ClientSession() as http:
             env = Env(daemon, sim, http)
             await env.ami_up()

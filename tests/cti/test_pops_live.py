@@ -111,10 +111,10 @@ async def test_ringall_pops_everyone_and_tells_the_others(tmp_path: Path) -> Non
     await sim.start()
     try:
         from cti.app import running_daemon
-        from tests.cti.test_api_env import test_settings
+        from tests.cti.test_api_env import daemon_settings_for
 
         async with (
-            running_daemon(test_settings(tmp_path, sim.port)) as daemon,
+            running_daemon(daemon_settings_for(tmp_path, sim.port)) as daemon,
             aiohttp.ClientSession() as http,
         ):
             env = Env(daemon, sim, http)
