@@ -872,6 +872,7 @@ async def schedule_callback(ctx: Ctx, body: CallbackIn) -> CallbackOut:
     interaction_id = None
     number = body.number
     campaign = ""
+    lead = ""
     if body.call_id is not None:
         try:
             pop = ctx.services.pops.call_of(body.call_id, agent)
@@ -880,6 +881,7 @@ async def schedule_callback(ctx: Ctx, body: CallbackIn) -> CallbackOut:
         number = number or pop["caller"]["number"] or None
         customer_id = customer_id or (pop["identification"].get("card") or {}).get("id")
         campaign = pop["campaign"] or ""
+        lead = str(pop.get("lead") or "")
         try:
             interaction_id = await ctx.services.pops.interaction_id(body.call_id, agent)
         except (PermissionError, CrmError):
@@ -931,6 +933,20 @@ async def schedule_callback(ctx: Ctx, body: CallbackIn) -> CallbackOut:
         )
     except CrmError as e:
         raise _crm_error(e) from None
+    dialer = ctx.services.dialer
+    if dialer is not None and lead.isascii() and lead.isdigit():
+        # a campaign call: the promise must also reach the dialer, which owns the lead's
+        # schedule (otherwise the lead would be retried by its outcome rules instead)
+        try:
+            await dialer.schedule_callback(
+                int(lead),
+                due_utc.timestamp(),
+                agent if body.for_me else None,
+                note=body.note,
+                created_by=agent,
+            )
+        except (LookupError, ValueError) as e:
+            raise ApiError(409, "lead_busy", f"the lead cannot take a callback now: {e}") from None
     return CallbackOut.model_validate(view.to_dict())
 
 

@@ -50,7 +50,7 @@ async def dialer_env(tmp: Path) -> AsyncIterator[Env]:
     )
     await sim.start()
     try:
-        settings = test_api_env.test_settings(tmp, sim.port)
+        settings = test_api_env.daemon_settings_for(tmp, sim.port)
         settings = settings.model_copy(
             update={
                 "dialer": DialerSettings(
