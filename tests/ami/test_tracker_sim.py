@@ -155,3 +155,56 @@ async def test_dialer_and_click_to_call_originates() -> None:
     assert c2c_events[0]["targets"][0]["channel"].startswith("PJSIP/trunk-")
     result = next(e for e in events if e.get("action_id") == dial)
     assert result["variables"]["CAMPAIGN"] == "c9" and result["variables"]["LEAD"] == "77"
+
+
+async def test_link_down_while_the_agent_answers_resync_reports_it() -> None:
+    """Over real TCP: the server's AMI connection drops while agent phone 1001 rings; the
+    phone is answered meanwhile; a new connection lists the channels (CoreShowChannels) and
+    the tracker's resync reports the answer and the connected call, whose end is then
+    'completed' (not 'cancelled')."""
+    sim = await start_sim(talk_min=1000, talk_max=1000)
+    try:
+        sim.set_phone("PJSIP/1001", "manual")
+        first = await client(sim)
+        lid = sim.inbound_call("+4930123461", queue="PJSIP/1001")
+        await first.wait_event("Newstate", ChannelStateDesc="Ringing", Linkedid=lid)
+        await first.settle()
+        await first.close()  # the link is down from here
+        assert sim.answer("PJSIP/1001")
+        second = await client(sim)
+        aid = second.send("CoreShowChannels")
+        done = await second.wait_event("CoreShowChannelsComplete", ActionID=aid)
+        assert sim.hangup_call(lid)
+        await second.wait_event("Hangup", Linkedid=lid, Uniqueid=lid)
+        await second.settle()
+        await second.close()
+    finally:
+        await sim.stop()
+    t = CallTracker(server="sim")
+    events: list[dict[str, Any]] = []
+    at = 0.0
+    for m in first.messages:
+        at += 0.001
+        events += [e.to_dict() for e in t.feed(m, at)]
+    assert brief(events) == [("ringing", "+4930123461", "PJSIP/1001")]
+    cut = second.messages.index(done)
+    for m in second.messages[: cut + 1]:  # the list items reach feed first, as on the link
+        at += 0.001
+        events += [e.to_dict() for e in t.feed(m, at)]
+    items = [
+        m
+        for m in second.messages[:cut]
+        if m.get("Event") == "CoreShowChannel" and m.get("ActionID") == aid
+    ]
+    assert len(items) == 2 and {m["ChannelStateDesc"] for m in items} == {"Up"}
+    events += [e.to_dict() for e in t.resync(items, at)]
+    for m in second.messages[cut + 1 :]:
+        at += 0.001
+        events += [e.to_dict() for e in t.feed(m, at)]
+    assert brief(events) == [
+        ("ringing", "+4930123461", "PJSIP/1001"),
+        ("ringing_end", "PJSIP/1001", "answer"),
+        ("up", "+4930123461", "PJSIP/1001"),
+        ("hangup", "+4930123461", "completed"),
+    ]
+    assert t.stats.errors == 0 and t.live_calls() == []
