@@ -361,7 +361,7 @@ async def test_deadline_seen_first_by_the_cti_redirects_to_safe_harbor(tmp_path:
     async with floor(
         tmp_path,
         events="system,call,agent,dialplan,cdr",
-        sim={"safe_harbor_seconds": 30.0},
+        sim={"safe_harbor_seconds": 30.0, "talk_min": 120.0, "talk_max": 120.0},
         abandon_grace_seconds=3.0,
     ) as fl:
         d = await fl.start_dialer()
