@@ -20,8 +20,14 @@ What the import guarantees, and how:
   resume a pending batch is looked up by those ids: present means the commit happened (move
   on), absent means it did not (redo it); the report files are cut back to the matching size,
   so even their lines are written exactly once.
-* Speed (target >= 20,000 rows/s into SQLite): SQLAlchemy Core ``executemany`` inserts, ids
-  assigned in Python, the number parser run once per number (with the E.164 shortcut of
+* Speed (target >= 20,000 rows/s into SQLite): files from 4 MiB on are read, validated and
+  (SQLite) turned into ready-to-insert tuples in a second process (spawned: threads would
+  share the GIL with the writer), one batch ahead; those tuples carry ids relative to the
+  batch and the writer adds the batch's first id in the INSERT itself, so the writing
+  process only probes for duplicates and runs ``executemany``. SQLite's per-row foreign
+  key lookups are switched off for the batch (every child row points at a customer the
+  same batch writes; the custom field ids are checked once per batch). The number parser
+  runs once per number (with the E.164 shortcut of
   :class:`~crm_bridge.csvio.PhoneNormalizer`), no ORM objects.
 """
 
@@ -117,7 +123,8 @@ class ImportOptions:
     max_batches: int | None = None
     crash_hook: CrashHook | None = None
     #: read and validate in a second process: None = when the file is big enough (and the
-    #: machine has a second core); True/False force it
+    #: machine has a second core); True/False force it. The process is spawned, so a script
+    #: calling import_csv needs the usual ``if __name__ == "__main__":`` guard.
     parse_process: bool | None = None
 
 

@@ -396,7 +396,7 @@ def _sqlite_date(v: dt.date) -> str:
 
 
 class _Builder:
-    """Turns generated customers into per-table tuples (runs in a worker thread)."""
+    """Turns generated customers into per-table tuples (in a worker process or thread)."""
 
     def __init__(
         self, gen: Iterator[SeedCustomer], fids: dict[str, int], sqlite: bool, actor: str
@@ -532,7 +532,9 @@ async def seed_database(
 
     On SQLite the CRM tables' non-unique indexes are dropped for the load and rebuilt from
     the sorted data at the end (several times faster than a million random index inserts);
-    the next batch is generated in a worker thread while SQLite writes the current one.
+    the next batch is generated while SQLite writes the current one, in a second (spawned)
+    process from 50,000 customers on, else in a thread; SQLite's per-row foreign key lookups
+    are off for each batch (all ids are the seed's own).
     """
     t0 = time.perf_counter()
     res = SeedResult()

@@ -405,3 +405,40 @@ async def test_parsing_in_a_second_process_gives_the_same_import(
     assert sorted(int(r["line"]) for r in report(default_paths(broken)[0])) == [
         3, 4, 5, 6, 7, 10, 12, 13, 14,
     ]  # fmt: skip
+
+
+async def test_sqlite_foreign_keys_are_back_on_after_an_import(
+    engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
+) -> None:
+    """The import switches SQLite's FK checks off per batch; every pooled connection must
+    have them on again afterwards (cascading deletes depend on it), even after a failure."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("a SQLite pragma")
+    src = write(tmp_path / "a.csv", "name,phone,email,account", _rows_for_resume()[:12])
+
+    def crash(where: str, n: int) -> None:
+        if where == "before_commit" and n == 2:
+            raise SimulatedCrash(where)
+
+    opts = ImportOptions(batch_size=3, crash_hook=crash)
+    with pytest.raises(SimulatedCrash):
+        await import_csv(engine, src, crm_settings, opts)
+    res = await import_csv(engine, src, crm_settings, ImportOptions(batch_size=3, resume=True))
+    assert res.complete and res.imported > 0
+    conns = [await engine.connect() for _ in range(3)]
+    try:
+        for conn in conns:
+            assert (await conn.exec_driver_sql("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        for conn in conns:
+            await conn.close()
+    # and they act: deleting a customer removes its numbers
+    async with engine.begin() as conn:
+        first = (await conn.execute(select(func.min(Customer.id)))).scalar()
+        await conn.execute(Customer.__table__.delete().where(Customer.id == first))
+        left = (
+            await conn.execute(
+                select(func.count()).select_from(Phone).where(Phone.customer_id == first)
+            )
+        ).scalar()
+    assert left == 0
