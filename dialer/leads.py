@@ -68,8 +68,9 @@ COUNTED_OUTCOMES = (
     "machine",
 )
 LIVE_OUTCOMES = ("handled", "answered", "abandoned")
-#: the answer-rate estimate learns from the campaign's attempts of the last 28 days ...
-ODDS_LOOKBACK_SECONDS = 28 * 86400.0
+#: the answer-rate estimate learns from the campaign's attempts of the last 14 days (local-hour
+#: patterns are stable; a longer window only makes the aggregate heavier) ...
+ODDS_LOOKBACK_SECONDS = 14 * 86400.0
 #: ... and is re-read at most this often per campaign (dialer clock): one aggregate query
 ODDS_REFRESH_SECONDS = 300.0
 #: Beta prior centred on the campaign's average, worth this many attempts

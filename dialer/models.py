@@ -154,6 +154,8 @@ class Attempt(Base):
 
     __table_args__ = (
         Index("ix_dialer_attempt_window", "campaign_id", "answered_at"),
+        #: the answer-rate estimate reads a campaign's recent attempts (dialer.leads.AnswerOdds)
+        Index("ix_dialer_attempt_created", "campaign_id", "created_at"),
         Index("ix_dialer_attempt_number", "number", "ended_at"),
         Index("ix_dialer_attempt_state", "state"),
         _in("state", ATTEMPT_STATES, "state"),

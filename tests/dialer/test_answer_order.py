@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.db import make_engine, make_sessionmaker
-from dialer.leads import ODDS_REFRESH_SECONDS, AnswerOdds, LeadStore
+from dialer.leads import ODDS_LOOKBACK_SECONDS, ODDS_REFRESH_SECONDS, AnswerOdds, LeadStore
 from dialer.models import Attempt, Campaign, Lead
 from tests.dialer.test_engine_env import database
 
@@ -109,8 +109,8 @@ async def test_leads_whose_local_hour_answers_more_are_claimed_first(
 ) -> None:
     c = await campaign(engine)
     # at this time of day Helsinki (18:00 local) answers 60 %, Lisbon (16:00) 10 %
-    await history(engine, c, HELSINKI, days=20, per_day=5, live_share=0.6)
-    await history(engine, c, LISBON, days=20, per_day=5, live_share=0.2)
+    await history(engine, c, HELSINKI, days=10, per_day=10, live_share=0.6)
+    await history(engine, c, LISBON, days=10, per_day=10, live_share=0.2)
     await add_leads(engine, c, FRESH)
     store = LeadStore(engine)
     got = await store.claim(c, 3, NOW)
@@ -149,8 +149,8 @@ async def test_priority_and_due_retries_still_come_before_the_estimate(
     engine: AsyncEngine,
 ) -> None:
     c = await campaign(engine)
-    await history(engine, c, HELSINKI, days=20, per_day=5, live_share=0.6)
-    await history(engine, c, LISBON, days=20, per_day=5, live_share=0.2)
+    await history(engine, c, HELSINKI, days=10, per_day=10, live_share=0.6)
+    await history(engine, c, LISBON, days=10, per_day=10, live_share=0.2)
     await add_leads(
         engine,
         c,
@@ -171,7 +171,7 @@ async def test_estimate_is_cached_per_campaign_for_a_few_minutes(engine: AsyncEn
     store = LeadStore(engine)
     first = await store.answer_odds(c, NOW)
     assert first.attempts == 15
-    await history(engine, c, LISBON, days=20, per_day=5, live_share=0.2)
+    await history(engine, c, LISBON, days=10, per_day=10, live_share=0.2)
     # claims in between reuse the estimate: no aggregate query per claim
     assert await store.answer_odds(c, NOW + ODDS_REFRESH_SECONDS - 1) is first
     later = await store.answer_odds(c, NOW + ODDS_REFRESH_SECONDS + 1)
@@ -230,3 +230,15 @@ async def test_machine_block_at_claim_unless_an_agent_is_guaranteed(
     assert [x.name for x in await store.claim(p, 1, NOW)] == ["m3"]
     # without the guarantee the block holds for claim_lead too
     assert await store.claim_lead(c, leads["m1"].id, NOW, agent_guaranteed=False) is None
+
+
+async def test_estimate_forgets_attempts_older_than_its_lookback(engine: AsyncEngine) -> None:
+    c = await campaign(engine)
+    await history(engine, c, HELSINKI, days=20, per_day=10, live_share=0.6)
+    odds = await LeadStore(engine).answer_odds(c, NOW)
+    assert odds.attempts == ODDS_LOOKBACK_SECONDS // DAY * 10  # days 1..14 of 20
+    async with engine.connect() as conn:
+        names = await conn.run_sync(
+            lambda sync: {i["name"] for i in inspect(sync).get_indexes("dialer_attempt")}
+        )
+    assert "ix_dialer_attempt_created" in names  # the migration's index for this query
