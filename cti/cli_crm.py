@@ -146,6 +146,11 @@ async def _import_async(args: argparse.Namespace, settings: Settings) -> int:
         f"{res.duplicates:,} duplicates ({res.rows_per_s:,.0f} rows/s)",
         file=sys.stderr,
     )
+    if res.rows and res.parser_cpu_s:
+        print(
+            f"CPU: {res.cpu_s:,.1f} s writing, {res.parser_cpu_s:,.1f} s parsing (own process)",
+            file=sys.stderr,
+        )
     if res.rejected:
         print(f"rejected rows (line, reason): {res.report_path}", file=sys.stderr)
     if res.duplicates:
