@@ -106,3 +106,32 @@ async def test_machine_outcome_retry_after_4h_and_once_per_24h(tmp_path: Path) -
         assert leads["m1"].state == "done" and leads["m1"].done_reason == "machine: 2 attempts"
         sent = [o["ActionID"] for o in fl.originates]
         assert len(sent) == len(set(sent)) == 5
+
+
+async def test_cti_fallback_deadline_waits_for_amd_on_amd_campaigns(tmp_path: Path) -> None:
+    # with AMD the dialplan classifies first (up to 5 s) and only then queues the call with
+    # the 2 s deadline: the CTI's fallback must not call a person still being classified
+    # abandoned (and Redirect them to safe-harbor)
+    from crm_bridge.db import make_engine
+    from dialer.engine import AMD_ALLOWANCE_SECONDS, Dialer, InFlight, _Run
+    from dialer.pacing import make_pacer
+    from dialer.retry import RetryPolicy
+    from dialer.settings import DialerSettings
+
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    settings = DialerSettings(connect_deadline=2.0, abandon_grace_seconds=1.0)
+
+    async def originate(server: str, action: object) -> None:
+        return None
+
+    d = Dialer(engine, settings, originate=originate, agents_of_queue=lambda q: [], agent_log=False)
+    try:
+        for amd, expired_at in ((False, 3.0), (True, 3.0 + AMD_ALLOWANCE_SECONDS)):
+            camp = Campaign(name="x", mode="progressive", queue="sales", amd=amd)
+            run = _Run(campaign=camp, pacer=make_pacer("progressive"), policy=RetryPolicy())
+            run.calls["a"] = InFlight("a", 1, "+4930555101", launched_at=90.0, answered_at=100.0)
+            assert d._expire_connect_deadlines(run, 100.0 + expired_at - 0.1) == []
+            (late,) = d._expire_connect_deadlines(run, 100.0 + expired_at + 0.1)
+            assert late.abandoned
+    finally:
+        await engine.dispose()
