@@ -16,13 +16,14 @@ instances can never take the same lead; on PostgreSQL the candidate SELECT also 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import phonenumbers
 from sqlalchemy import Integer, case, cast, func, literal_column, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -82,6 +83,20 @@ ODDS_MIN_HOUR_ATTEMPTS = 20
 ODDS_WINDOW_FACTOR = 4
 
 
+@lru_cache(maxsize=65536)
+def line_type(e164: str) -> str:
+    """ "mobile", "fixed", or "" when the prefix does not tell (e.g. North America)."""
+    try:
+        kind = phonenumbers.number_type(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return ""
+    if kind == phonenumbers.PhoneNumberType.MOBILE:
+        return "mobile"
+    if kind == phonenumbers.PhoneNumberType.FIXED_LINE:
+        return "fixed"
+    return ""
+
+
 @lru_cache(maxsize=256)
 def _tz(name: str) -> ZoneInfo | None:
     try:
@@ -100,6 +115,8 @@ class AnswerOdds:
     campaign's average live-answer rate. An hour with fewer than ODDS_MIN_HOUR_ATTEMPTS
     attempts, or a campaign with fewer than ODDS_MIN_CAMPAIGN_ATTEMPTS, gets the average, so
     that with little data every lead scores the same and the order stays first in, first out.
+    Where the kind of line (mobile, fixed) has enough attempts of its own at that hour, the
+    same formula refines the hour's figure, with the hour's estimate as the prior.
     """
 
     average: float = 0.0
@@ -108,42 +125,62 @@ class AnswerOdds:
     counts: tuple[tuple[int, int], ...] = ((0, 0),) * 24
     #: per local hour: the estimate, None where the data does not support one
     by_hour: tuple[float | None, ...] = (None,) * 24
+    #: (line kind, local hour) -> estimate, only where that line kind has enough data
+    by_line: Mapping[tuple[str, int], float] = field(default_factory=dict)
 
     @classmethod
-    def from_counts(cls, rows: Iterable[tuple[str, float, int, int]]) -> AnswerOdds:
-        """rows: (lead time zone, UTC hour bucket = epoch seconds // 3600, attempts, live)."""
+    def from_counts(cls, rows: Iterable[tuple[Any, ...]]) -> AnswerOdds:
+        """rows: (lead time zone, UTC hour bucket = epoch seconds // 3600, attempts, live
+        answers[, line kind])."""
         tries = [0] * 24
         live = [0] * 24
-        for zone, bucket, n, k in rows:
+        line_counts: dict[tuple[str, int], list[int]] = {}
+        for zone, bucket, n, k, *rest in rows:
             tz = _tz(zone)
             if tz is None or not n:
                 continue
             hour = datetime.fromtimestamp(int(bucket) * 3600 + 1800, tz).hour
             tries[hour] += int(n)
             live[hour] += int(k or 0)
+            line = str(rest[0]) if rest and rest[0] else ""
+            if line:
+                c = line_counts.setdefault((line, hour), [0, 0])
+                c[0] += int(n)
+                c[1] += int(k or 0)
         total = sum(tries)
         if total == 0:
             return cls()
         avg = sum(live) / total
         by_hour: list[float | None] = [None] * 24
+        by_line: dict[tuple[str, int], float] = {}
         if total >= ODDS_MIN_CAMPAIGN_ATTEMPTS:
             prior = ODDS_PRIOR_ATTEMPTS
             for h in range(24):
                 if tries[h] >= ODDS_MIN_HOUR_ATTEMPTS:
                     by_hour[h] = (live[h] + prior * avg) / (tries[h] + prior)
-        return cls(avg, total, tuple(zip(tries, live, strict=True)), tuple(by_hour))
+            for (line, h), (n, k) in line_counts.items():
+                if n >= ODDS_MIN_HOUR_ATTEMPTS:
+                    hour_p = by_hour[h]
+                    base = avg if hour_p is None else hour_p
+                    by_line[(line, h)] = (k + prior * base) / (n + prior)
+        return cls(avg, total, tuple(zip(tries, live, strict=True)), tuple(by_hour), by_line)
 
     @property
     def active(self) -> bool:
         """True when at least one hour differs from the average on enough data."""
         return any(p is not None for p in self.by_hour)
 
-    def chance(self, time_zone: str, now: float) -> float:
-        """The estimate for a lead in `time_zone` called at `now`."""
+    def chance(self, time_zone: str, now: float, line: str = "") -> float:
+        """The estimate for a lead in `time_zone` on a `line` kind called at `now`."""
         tz = _tz(time_zone)
         if tz is None:
             return self.average
-        p = self.by_hour[datetime.fromtimestamp(now, tz).hour]
+        hour = datetime.fromtimestamp(now, tz).hour
+        if line:
+            q = self.by_line.get((line, hour))
+            if q is not None:
+                return q
+        p = self.by_hour[hour]
         return self.average if p is None else p
 
     def explain(self) -> list[dict[str, Any]]:
@@ -274,6 +311,7 @@ class LeadStore:
                 bucket,
                 func.count(),
                 func.sum(case((Attempt.outcome.in_(LIVE_OUTCOMES), 1), else_=0)),
+                Attempt.line,
             )
             .join(Lead, Lead.id == Attempt.lead_id)
             .where(
@@ -282,12 +320,12 @@ class LeadStore:
                 Attempt.created_at >= now - ODDS_LOOKBACK_SECONDS,
                 Attempt.outcome.in_(COUNTED_OUTCOMES),
             )
-            .group_by(Lead.time_zone, "bucket")
+            .group_by(Lead.time_zone, "bucket", Attempt.line)
         )
         async with self._sessions() as s:
             rows = (await s.execute(q)).all()
         odds = AnswerOdds.from_counts(
-            (str(z), float(b), int(n), int(k or 0)) for z, b, n, k in rows
+            (str(z), float(b), int(n), int(k or 0), str(ln or "")) for z, b, n, k, ln in rows
         )
         self._odds[campaign.id] = (now, odds)
         return odds
@@ -485,6 +523,7 @@ class LeadStore:
                     abandoned=False,
                     predicted=predicted,
                     note=note,
+                    line=line_type(lead.number),
                 )
             )
             if lead.kind == "callback":
@@ -850,12 +889,13 @@ class LeadStore:
 def _by_answer_chance(leads: list[Lead], odds: AnswerOdds, now: float) -> list[Lead]:
     """Callbacks first, then priority, then the better chance of a live answer now; the sort
     is stable, so equal chances keep the database's order (longest waiting first)."""
-    per_zone: dict[str, float] = {}
+    memo: dict[tuple[str, str], float] = {}
 
     def key(lead: Lead) -> tuple[bool, int, float]:
-        p = per_zone.get(lead.time_zone)
+        line = line_type(lead.numbers[lead.number_index % len(lead.numbers)])
+        p = memo.get((lead.time_zone, line))
         if p is None:
-            p = per_zone[lead.time_zone] = odds.chance(lead.time_zone, now)
+            p = memo[(lead.time_zone, line)] = odds.chance(lead.time_zone, now, line)
         return (lead.state != "callback", -lead.priority, -p)
 
     return sorted(leads, key=key)
@@ -893,5 +933,6 @@ __all__ = [
     "ClaimedLead",
     "ContactCheck",
     "LeadStore",
+    "line_type",
     "next_day_start",
 ]

@@ -151,6 +151,9 @@ class Attempt(Base):
     #: reality figures)
     predicted: Mapped[float | None] = mapped_column(Float)
     note: Mapped[str] = mapped_column(Text, default="")
+    #: "mobile", "fixed" or "" (unknown / either), from the number's prefix: people answer
+    #: mobiles and landlines at different hours (dialer.leads.AnswerOdds)
+    line: Mapped[str] = mapped_column(String(8), default="", server_default="")
 
     __table_args__ = (
         Index("ix_dialer_attempt_window", "campaign_id", "answered_at"),

@@ -13,7 +13,13 @@ from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.db import make_engine, make_sessionmaker
-from dialer.leads import ODDS_LOOKBACK_SECONDS, ODDS_REFRESH_SECONDS, AnswerOdds, LeadStore
+from dialer.leads import (
+    ODDS_LOOKBACK_SECONDS,
+    ODDS_REFRESH_SECONDS,
+    AnswerOdds,
+    LeadStore,
+    line_type,
+)
 from dialer.models import Attempt, Campaign, Lead
 from tests.dialer.test_engine_env import database
 
@@ -58,14 +64,21 @@ async def add_leads(engine: AsyncEngine, c: Campaign, specs: list[tuple[str, str
 
 
 async def history(
-    engine: AsyncEngine, c: Campaign, tz: str, *, days: int, per_day: int, live_share: float
+    engine: AsyncEngine,
+    c: Campaign,
+    tz: str,
+    *,
+    days: int,
+    per_day: int,
+    live_share: float,
+    line: str = "",
 ) -> None:
     """Earlier days' attempts at this time of day to leads in `tz`: the first `live_share`
     of each day's calls were answered by a person, the rest no answer."""
     async with make_sessionmaker(engine)() as s, s.begin():
         old = Lead(
             campaign_id=c.id,
-            ref=f"history-{tz}",
+            ref=f"history-{tz}-{line}",
             name="",
             numbers=["+4930555999"],
             time_zone=tz,
@@ -77,7 +90,7 @@ async def history(
         for d in range(1, days + 1):
             for i in range(per_day):
                 t = NOW - d * DAY + i * 30
-                aid = f"h-{tz}-{d}-{i}"
+                aid = f"h-{tz}-{line}-{d}-{i}"
                 s.add(
                     Attempt(
                         id=aid[:64],
@@ -90,6 +103,7 @@ async def history(
                         created_at=t,
                         answered_at=t + 5 if i < live_per_day else None,
                         ended_at=t + 60,
+                        line=line,
                     )
                 )
 
@@ -242,3 +256,38 @@ async def test_estimate_forgets_attempts_older_than_its_lookback(engine: AsyncEn
             lambda sync: {i["name"] for i in inspect(sync).get_indexes("dialer_attempt")}
         )
     assert "ix_dialer_attempt_created" in names  # the migration's index for this query
+
+
+async def test_mobiles_first_when_they_answer_more_at_this_hour(engine: AsyncEngine) -> None:
+    c = await campaign(engine)
+    # Berlin, 17:00 local: mobiles answered 60 %, landlines 20 %
+    await history(engine, c, "Europe/Berlin", days=10, per_day=10, live_share=0.6, line="mobile")
+    await history(engine, c, "Europe/Berlin", days=10, per_day=10, live_share=0.2, line="fixed")
+    async with make_sessionmaker(engine)() as s, s.begin():
+        for ref, number in (
+            ("land1", "+4930123451"),
+            ("land2", "+4930123452"),
+            ("mob1", "+4915112345671"),
+            ("mob2", "+4915112345672"),
+        ):
+            s.add(
+                Lead(
+                    campaign_id=c.id,
+                    ref=ref,
+                    name=ref,
+                    numbers=[number],
+                    time_zone="Europe/Berlin",
+                )
+            )
+    store = LeadStore(engine)
+    odds = await store.answer_odds(c, NOW)
+    assert odds.chance("Europe/Berlin", NOW, "mobile") > odds.chance("Europe/Berlin", NOW)
+    assert odds.chance("Europe/Berlin", NOW, "fixed") < odds.chance("Europe/Berlin", NOW)
+    got = await store.claim(c, 2, NOW)
+    assert [x.name for x in got] == ["mob1", "mob2"]
+    # the attempt records the kind of line it called, for the next estimate
+    attempt = await store.start_attempt(got[0], NOW, None)
+    async with make_sessionmaker(engine)() as s:
+        row = await s.get(Attempt, attempt.id)
+    assert row is not None and row.line == "mobile"
+    assert line_type("+4930123451") == "fixed" and line_type("+12015550123") == ""
