@@ -64,6 +64,13 @@ def register(sub: Any) -> None:
     p.add_argument("--merges", type=Path, help="merge suggestions (default FILE.merges.csv)")
     p.add_argument("--state", type=Path, help="resume state (default FILE.import-state.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal")
+    p.add_argument(
+        "--parse-process",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read and validate in a second process while this one writes (default: for "
+        "files from 4 MiB on a machine with 2+ cores); it pays only when a second core is free",
+    )
     p.set_defaults(handler=_import)
 
     p = cs.add_parser(
@@ -129,6 +136,7 @@ async def _import_async(args: argparse.Namespace, settings: Settings) -> int:
         state_path=args.state,
         actor=f"import:{os.environ.get('USER', 'cli')}",
         progress=False if args.no_progress else None,
+        parse_process=args.parse_process,
     )
     try:
         res = await import_csv(engine, args.file, settings.crm, opts)
