@@ -21,14 +21,15 @@ pytestmark = pytest.mark.slow
 HOUR = 3600.0
 
 
-async def test_machine_outcome_retry_after_4h_and_once_per_24h(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_machine_outcome_retry_after_4h_and_once_per_24h(tmp_path: Path, db: str) -> None:
     rows = [
         "m1,Machine Only,+4930555601,",
         # machine on the first number, a person on the second: rotation after a machine
         "m2,Machine Then Person,+4930555602,+4930555102",
         "a1,Person,+4930555101,",
     ]
-    async with floor(tmp_path) as fl:
+    async with floor(tmp_path, db=db) as fl:
         d = await fl.start_dialer()
         await fl.login("anna", "PJSIP/1001")
         await fl.login("ben", "PJSIP/1002")
