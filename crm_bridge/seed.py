@@ -527,6 +527,7 @@ async def seed_database(
     batch: int = 20_000,
     progress: bool | None = None,
     actor: str = "seed",
+    parallel: bool | None = None,
 ) -> SeedResult:
     """Write the data set into an empty store, one transaction per batch.
 
@@ -558,7 +559,7 @@ async def seed_database(
     bar = Progress(customers, label="seed", enabled=progress, stream=sys.stderr)
     pool: ProcessPoolExecutor | None = None
     build: Callable[[], Awaitable[tuple[int, dict[str, list[tuple[Any, ...]]]]]]
-    if customers >= 50_000 and (os.cpu_count() or 1) > 1:
+    if parallel if parallel is not None else customers >= 50_000 and (os.cpu_count() or 1) > 1:
         # generating is ~30 % of the work: a second process does it while this one writes
         # (a thread would hold the GIL the writer needs between SQLite calls)
         pool = ProcessPoolExecutor(

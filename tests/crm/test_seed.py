@@ -108,18 +108,25 @@ async def test_seed_writes_a_findable_store_with_history_consent_and_dnc(
 
 
 async def test_same_seed_same_store(sqlite_template: Path, tmp_path: Path) -> None:
-    texts = []
-    for name in ("a.db", "b.db"):
+    """Also when a second process generates (big seeds): same customers, same history."""
+    texts, history = [], []
+    for name, parallel in (("a.db", False), ("b.db", True)):
         shutil.copyfile(sqlite_template, tmp_path / name)
         eng = make_engine(f"sqlite+aiosqlite:///{tmp_path / name}")
         try:
-            await seed_database(eng, 700, seed=11, batch=300, progress=False)
+            await seed_database(eng, 700, seed=11, batch=300, progress=False, parallel=parallel)
             buf = io.StringIO(newline="")
             await export_csv(eng, buf, progress=False)
             texts.append(buf.getvalue())
+            async with eng.connect() as conn:
+                rows = await conn.exec_driver_sql(
+                    "SELECT id, customer_id, call_id, agent FROM crm_interaction ORDER BY id"
+                )
+                history.append(rows.all())
         finally:
             await eng.dispose()
     assert texts[0] == texts[1] and len(texts[0].splitlines()) == 701
+    assert history[0] == history[1] and history[0]
 
 
 @pytest.mark.parametrize(("region", "samples"), [("DE", 20_000), ("AT", 3000), ("FR", 3000)])
