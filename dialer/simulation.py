@@ -547,11 +547,13 @@ def main(
     pacer: str = "predictive",
     seeds: int = 10,
     plot: str | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     *,
     agents: int | None = None,
 ) -> int:
-    """Simulate ``seeds`` days; 0 when compliant, 1 on a compliance violation, 2 on bad input."""
+    """Simulate ``seeds`` days; 0 when compliant, 1 on a compliance violation, 2 on bad input.
+    `out` defaults to the sys.stdout of the call (not of the import: a test may swap it)."""
+    out = sys.stdout if out is None else out
     try:
         sc = load_scenario(scenario, agents=agents)
     except ScenarioError as e:
