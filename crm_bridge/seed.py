@@ -559,7 +559,9 @@ async def seed_database(
     bar = Progress(customers, label="seed", enabled=progress, stream=sys.stderr)
     pool: ProcessPoolExecutor | None = None
     build: Callable[[], Awaitable[tuple[int, dict[str, list[tuple[Any, ...]]]]]]
-    if parallel if parallel is not None else customers >= 50_000 and (os.cpu_count() or 1) > 1:
+    if parallel is None:
+        parallel = customers >= 50_000 and (os.cpu_count() or 1) > 1
+    if parallel:
         # generating is ~30 % of the work: a second process does it while this one writes
         # (a thread would hold the GIL the writer needs between SQLite calls)
         pool = ProcessPoolExecutor(
