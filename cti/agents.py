@@ -157,6 +157,12 @@ class AgentService:
         self._clock = clock
         self._agents: dict[str, _Agent] = {}
         self._by_device: dict[str, str] = {}
+        #: call id -> the agents that have a leg in it (in leg order): a hangup touches only
+        #: them, not every logged-in agent
+        self._by_call: dict[str, dict[str, _Agent]] = {}
+        #: agents that may be in wrap-up (cleaned lazily by `tick`): the timer check walks
+        #: these, not every logged-in agent
+        self._wrapping: dict[str, _Agent] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._listeners: list[Callable[[AgentStateChange], object]] = []
         self._syncs: dict[str, asyncio.Task[None]] = {}
@@ -332,6 +338,10 @@ class AgentService:
 
     def _forget(self, a: _Agent, now: float) -> None:
         self._agents.pop(a.agent_id, None)
+        for cid in a.calls:
+            self._unindex(a, cid)
+        if self._wrapping.get(a.agent_id) is a:
+            del self._wrapping[a.agent_id]
         if self._by_device.get(a.device) == a.agent_id:
             del self._by_device[a.device]
         if a.status is not AgentStatus.LOGGED_OUT:
@@ -493,12 +503,26 @@ class AgentService:
             return None
         return a
 
+    def _unindex(self, a: _Agent, call_id: str) -> None:
+        holders = self._by_call.get(call_id)
+        if holders is not None and holders.get(a.agent_id) is a:
+            del holders[a.agent_id]
+            if not holders:
+                del self._by_call[call_id]
+
+    def _drop_call(self, a: _Agent, call_id: str) -> _CallInfo | None:
+        info = a.calls.pop(call_id, None)
+        if info is not None:
+            self._unindex(a, call_id)
+        return info
+
     def _start_leg(
         self, a: _Agent, ev: CallEvent, leg: str, queue: str | None, camp: str | None
     ) -> None:
         info = a.calls.get(ev.call_id)
         if info is None:
             info = a.calls[ev.call_id] = _CallInfo(leg=leg, queue=queue, campaign=camp)
+            self._by_call.setdefault(ev.call_id, {})[a.agent_id] = a
         else:
             if info.leg != _UP:
                 info.leg = leg
@@ -511,13 +535,14 @@ class AgentService:
         self._set(a, ev.at, ev.call_id, info.campaign)
 
     def _end_leg(self, a: _Agent, call_id: str, at: float) -> None:
-        info = a.calls.pop(call_id, None)
+        info = self._drop_call(a, call_id)
         if info is None:
             return
         if info.connected and not a.calls:
             secs = self._wrap_seconds(info)
             if secs > 0:
                 a.wrap_up_until = at + secs
+                self._wrapping[a.agent_id] = a
                 a.wrap_call, a.wrap_campaign = call_id, info.campaign
         self._set(a, at, call_id, info.campaign)
 
@@ -562,8 +587,9 @@ class AgentService:
         elif isinstance(ev, Transfer):
             self._on_transfer(ev)
         elif isinstance(ev, Hangup):
-            for a in tuple(self._agents.values()):
-                if ev.call_id in a.calls:
+            holders = self._by_call.get(ev.call_id)
+            if holders:
+                for a in tuple(holders.values()):
                     self._end_leg(a, ev.call_id, ev.at)
 
     def _on_transfer(self, ev: Transfer) -> None:
@@ -580,7 +606,7 @@ class AgentService:
             for cid in list(moved.calls):
                 if cid != ev.call_id:
                     moved.calls[cid].connected = False
-                    moved.calls.pop(cid)
+                    self._drop_call(moved, cid)
             self._end_leg(moved, ev.call_id, ev.at)
         leg = _UP if ev.kind == "attended" else _RINGING
         for t in ev.targets:
@@ -588,19 +614,22 @@ class AgentService:
             if a is None or a is moved:
                 continue
             for cid in consult & set(a.calls):
-                a.calls.pop(cid)  # the consultation call became the transferred call
+                self._drop_call(a, cid)  # the consultation call became the transferred call
             self._start_leg(a, ev, leg, queue, campaign)
 
     def tick(self, now: float) -> None:
         """End wrap-ups whose timer ran out (the app calls this every second)."""
-        for a in tuple(self._agents.values()):
+        for agent_id, a in tuple(self._wrapping.items()):
             until = a.wrap_up_until
-            if until is not None and until <= now and not a.calls:
+            if until is None:  # ended otherwise (a new call, a pause, end_wrap_up)
+                del self._wrapping[agent_id]
+            elif until <= now and not a.calls:
+                del self._wrapping[agent_id]
                 a.wrap_up_until = None
                 self._set(a, until)
 
     def next_deadline(self) -> float | None:
-        deadlines = [a.wrap_up_until for a in self._agents.values() if a.wrap_up_until]
+        deadlines = [a.wrap_up_until for a in self._wrapping.values() if a.wrap_up_until]
         return min(deadlines) if deadlines else None
 
     # -- resync ------------------------------------------------------------------------------

@@ -466,3 +466,43 @@ async def test_wrap_up_pause_can_be_switched_off(env: Env) -> None:
     await svc.settle()
     assert svc.view("a1").status is S.WRAP_UP
     assert env.pbx.actions("QueuePause") == []
+
+
+async def test_hangup_ends_the_legs_of_that_call_only_and_follows_moves(env: Env) -> None:
+    """Hangups reach agents through the call index: every agent on the call ends its leg
+    (ringall, transfer), nobody else changes, and an agent who logged in again on another
+    device mid-call is not touched by the old call's end."""
+    for i in range(30):
+        await env.svc.login(f"x{i}", name=f"X{i}", device=f"PJSIP/3{i:03d}", queues=["sales"])
+    legs = tuple(party(f"PJSIP/3{i:03d}-0000{i:04d}", f"u.{i}") for i in range(3))
+    env.svc.on_call_event(
+        Ringing(call_id="c.1", at=10.0, caller=CALLER, targets=legs, queue="support")
+    )
+    env.svc.on_call_event(Up(call_id="c.1", at=11.0, caller=CALLER, callee=legs[0]))
+    env.svc.on_call_event(
+        RingingEnd(call_id="c.1", at=11.0, caller=CALLER, targets=legs[1:2], reason="cancel")
+    )
+    # x2 is still ringing (a missed RingingEnd); x5 rings for another call
+    other = party("PJSIP/3005-00000099", "u.5")
+    env.svc.on_call_event(Ringing(call_id="c.2", at=11.5, caller=CALLER, targets=(other,)))
+    # x1 moves to another device while c.1 is still up for x0
+    await env.svc.login("x1", name="X1", device="PJSIP/4001", queues=["sales"])
+    before = len(env.changes)
+    env.svc.on_call_event(
+        Hangup(call_id="c.1", at=20.0, caller=CALLER, reason="completed", cause=16)
+    )
+    changed = {c.agent: c.status for c in env.changes[before:]}
+    assert changed == {"x0": S.WRAP_UP, "x2": S.READY}
+    assert env.svc.view("x5").status is S.RINGING and env.svc.view("x5").calls == ("c.2",)
+    assert env.svc.next_deadline() == 25.0
+    env.svc.tick(26.0)
+    assert env.svc.view("x0").status is S.READY and env.svc.next_deadline() is None
+    # a second hangup of the same call changes nothing
+    before = len(env.changes)
+    env.svc.on_call_event(
+        Hangup(call_id="c.1", at=30.0, caller=CALLER, reason="completed", cause=16)
+    )
+    env.svc.on_call_event(
+        Hangup(call_id="c.2", at=31.0, caller=CALLER, reason="completed", cause=16)
+    )
+    assert [(c.agent, c.status) for c in env.changes[before:]] == [("x5", S.READY)]
