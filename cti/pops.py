@@ -435,12 +435,18 @@ class PopRouter:
             self._forget(call.call_id)  # nobody answered: no after-call work to keep it for
         else:
             self._ended[call.call_id] = self._clock()
-            if call.outbox is None and call.identification is not None:
-                # kept for after-call work only: as one string, so that thousands of finished
-                # calls' customer cards are not thousands of objects for every GC pass to walk
-                call.ident_json = json.dumps(call.identification, default=str)
-                call.identification = None
+            if call.outbox is None:
+                self._pack(call)
         self._prune()
+
+    @staticmethod
+    def _pack(call: _Call) -> None:
+        """A finished call is kept for after-call work only: its identification as one
+        string, so that thousands of finished calls' customer cards are not thousands of
+        objects for every full GC pass to walk."""
+        if call.identification is not None:
+            call.ident_json = json.dumps(call.identification, default=str)
+            call.identification = None
 
     def _close_ringing(self, call_id: str, at: float, state: str, reason: str) -> None:
         call = self._calls.get(call_id)
@@ -580,6 +586,9 @@ class PopRouter:
             self._flush(call)
 
     def _on_lookup_done(self, call: _Call, task: asyncio.Task[dict[str, Any]]) -> None:
+        # a finished task would keep its result (the customer card, dozens of objects) alive
+        # for as long as the call is kept for after-call work, in every full GC pass
+        call.lookup = None
         if task.cancelled():
             return
         ident = task.result()
@@ -594,6 +603,8 @@ class PopRouter:
             return  # late and still degraded: nothing new to tell
         call.identification = ident
         self._push_identification(call)
+        if call.ended_at is not None:
+            self._pack(call)
 
     def _push_identification(self, call: _Call) -> None:
         payload = {"call_id": call.call_id, "identification": call.identification}
