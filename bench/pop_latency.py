@@ -344,6 +344,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return res
 
         svc.crm.identify = counting_identify  # type: ignore[method-assign]
+        if args.no_crm_writes:  # diagnosis: how much of the tail the interaction writes cause
+
+            async def no_write(*_a: Any, **_k: Any) -> None:
+                return None
+
+            svc.crm.record_interaction = no_write  # type: ignore[method-assign]
         # when the router hands each pop to the hub: splits the latency into the daemon's part
         # (AMI in, tracker, CRM lookup, routing) and the delivery (websocket, client)
         handed: dict[tuple[str, str], float] = {}
@@ -494,6 +500,11 @@ def main() -> int:
         "--gc-threshold",
         metavar="G0,G1,G2",
         help="gc.set_threshold() in the daemon once started (default: Python's 700,10,10)",
+    )
+    p.add_argument(
+        "--no-crm-writes",
+        action="store_true",
+        help="diagnosis only: the interaction writes do nothing (their share of the tail)",
     )
     p.add_argument("--gc-report", action="store_true", help="count the daemon's GC objects")
     p.add_argument("--dump", metavar="FILE", help="write ring time and latencies per pop")
