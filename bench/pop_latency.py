@@ -349,7 +349,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def no_write(*_a: Any, **_k: Any) -> None:
                 return None
 
-            svc.crm.record_interaction = no_write  # type: ignore[method-assign]
+            svc.crm.record_interaction = no_write  # type: ignore[method-assign,assignment]
         # when the router hands each pop to the hub: splits the latency into the daemon's part
         # (AMI in, tracker, CRM lookup, routing) and the delivery (websocket, client)
         handed: dict[tuple[str, str], float] = {}

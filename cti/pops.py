@@ -186,6 +186,9 @@ class _Call:
     legs: dict[str, _Leg] = field(default_factory=dict)
     ended_at: float | None = None
     customer_id: str | None = None
+    #: some agent answered (the legs offered after that are transfers): kept, not searched
+    #: for, because a ringall queue offers one call to a hundred agents
+    answered: bool = False
 
 
 class PopRouter:
@@ -316,8 +319,7 @@ class PopRouter:
         """Ring `agent` for `call`: the first time a pop, later a reopening update at most."""
         leg = call.legs.get(agent)
         if leg is None:
-            transferred = any(lg.answered_at is not None for lg in call.legs.values())
-            leg = _Leg(agent=agent, state=RINGING, offered_at=at, transferred=transferred)
+            leg = _Leg(agent=agent, state=RINGING, offered_at=at, transferred=call.answered)
             call.legs[agent] = leg
             self._by_agent.setdefault(agent, set()).add(call.call_id)
             self._emit(call, lambda: self._send_pop(call, leg))
@@ -360,6 +362,7 @@ class PopRouter:
         if leg.state != ANSWERED:
             leg.state = ANSWERED
             leg.answered_at = at
+            call.answered = True
             leg.ended_at = None
             self._update(call, leg, "answered_by_you", None, at)
         if not close_ringing:
@@ -431,7 +434,7 @@ class PopRouter:
                 self._close(call, leg, "ended", ev.reason, ev.at)
         if call.lookup is not None and not call.lookup.done() and call.outbox is None:
             call.lookup.cancel()  # nobody is waiting for a late update any more
-        if call.outbox is None and not any(lg.answered_at is not None for lg in call.legs.values()):
+        if call.outbox is None and not call.answered:
             self._forget(call.call_id)  # nobody answered: no after-call work to keep it for
         else:
             self._ended[call.call_id] = self._clock()
