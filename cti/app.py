@@ -155,6 +155,9 @@ class Daemon:
         # view keeps full collections short (they were the long tail of pop latency).
         gc.collect()
         gc.freeze()
+        # keep the cheap young collections, make full ones rare: with the defaults, calls at
+        # 100/s set off 175-295 ms full passes (bench/pop_latency.py --gc-threshold)
+        gc.set_threshold(700, 10, 1000)
         log.info("cti server listening", url=self.url, ami_servers=[x.name for x in s.ami.servers])
 
     def _make_dialer(self, services: Services) -> None:
