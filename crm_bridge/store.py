@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
 from sqlalchemy import (
+    Table,
     and_,
     bindparam,
     create_engine,
@@ -192,6 +193,33 @@ def _pk(ident: str | int | None, entity: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise NotFound(entity, text)
     return int(text)
+
+
+async def _update_audited(
+    conn: AsyncConnection,
+    table: Table,
+    entity: str,
+    row_id: int,
+    old: RowMapping,
+    changes: dict[str, Any],
+    actor: str,
+    *,
+    stamp: bool = True,
+) -> None:
+    """Write `changes` to one row and, in the same transaction, its audit entry (the values
+    before and after of just the changed columns); `stamp` also sets updated_at."""
+    before, after = diff(dict(old), changes)
+    values = {**changes, "updated_at": utcnow()} if stamp else changes
+    await conn.execute(update(table).where(table.c.id == row_id).values(**values))
+    await audit(
+        conn,
+        actor=actor,
+        entity=entity,
+        entity_id=row_id,
+        action="update",
+        before=before,
+        after=after,
+    )
 
 
 def _opt_str(v: int | None) -> str | None:
@@ -1541,20 +1569,8 @@ class BuiltinCrm:
                 and (k in _PROGRESS_FIELDS or old[k] in (None, ""))
             }
             if changes:
-                before, after = diff(dict(old), changes)
-                await conn.execute(
-                    update(interaction_t)
-                    .where(interaction_t.c.id == old["id"])
-                    .values(**changes, updated_at=utcnow())
-                )
-                await audit(
-                    conn,
-                    actor=actor,
-                    entity="interaction",
-                    entity_id=old["id"],
-                    action="update",
-                    before=before,
-                    after=after,
+                await _update_audited(
+                    conn, interaction_t, "interaction", old["id"], old, changes, actor, stamp=True
                 )
             return str(old["id"])
 
@@ -1637,20 +1653,8 @@ class BuiltinCrm:
             if cust_v is not None and cust_v != old["customer_id"]:
                 changes["customer_id"] = cust_v
             if changes:
-                before, after = diff(dict(old), changes)
-                await conn.execute(
-                    update(interaction_t)
-                    .where(interaction_t.c.id == iid)
-                    .values(**changes, updated_at=utcnow())
-                )
-                await audit(
-                    conn,
-                    actor=actor,
-                    entity="interaction",
-                    entity_id=iid,
-                    action="update",
-                    before=before,
-                    after=after,
+                await _update_audited(
+                    conn, interaction_t, "interaction", iid, old, changes, actor, stamp=True
                 )
             linked = set(
                 (
@@ -1796,17 +1800,7 @@ class BuiltinCrm:
             if owner_v is not None and owner_v != old["owner"]:
                 changes["owner"] = owner_v
             if changes:
-                before, after = diff(dict(old), changes)
-                await conn.execute(update(case_t).where(case_t.c.id == cid).values(**changes))
-                await audit(
-                    conn,
-                    actor=actor,
-                    entity="case",
-                    entity_id=cid,
-                    action="update",
-                    before=before,
-                    after=after,
-                )
+                await _update_audited(conn, case_t, "case", cid, old, changes, actor, stamp=False)
             row = (await conn.execute(select(case_t).where(case_t.c.id == cid))).mappings().one()
             return _case_view(row)
 
@@ -2124,20 +2118,8 @@ class BuiltinCrm:
             if agent is not None and (agent or None) != old["agent"]:
                 changes["agent"] = agent or None
             if changes:
-                before, after = diff(dict(old), changes)
-                await conn.execute(
-                    update(callback_t)
-                    .where(callback_t.c.id == cb)
-                    .values(**changes, updated_at=utcnow())
-                )
-                await audit(
-                    conn,
-                    actor=actor,
-                    entity="callback",
-                    entity_id=cb,
-                    action="update",
-                    before=before,
-                    after=after,
+                await _update_audited(
+                    conn, callback_t, "callback", cb, old, changes, actor, stamp=True
                 )
             row = (await conn.execute(select(callback_t).where(callback_t.c.id == cb))).mappings()
             return _callback_view(row.one())
