@@ -9,55 +9,28 @@ run is repeatable and takes well under a minute.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tests.cti.test_api_env import daemon_env
+from tests.fuzz_support import Live, fuzz_operation, live_daemon, operations
 
 pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 8
 #: these create accounts or hash passwords (argon2): fewer examples keep the run short
 SLOW_OPERATIONS = {"auth_login", "create_agent", "auth_refresh"}
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
-
-
-class Live:
-    url: str
-    tokens: dict[str, str]
-    stop: asyncio.Event
-    loop: asyncio.AbstractEventLoop
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    tmp: Path = tmp_path_factory.mktemp("fuzz")
-    box = Live()
-    ready = threading.Event()
-    failed: list[BaseException] = []
+    tmp = tmp_path_factory.mktemp("fuzz")
 
-    async def main() -> None:
+    async def setup(box: Live, serve: Callable[[], Awaitable[None]]) -> None:
         async with daemon_env(tmp) as env:
             admin = await env.account("root", "admin")
             ann = await env.account("ann")
@@ -70,40 +43,15 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             env.sim.inbound_call("+4930123456", queue="support")
             box.url = env.url
             box.tokens = {"admin": str(admin.token), "agent": str(ann.token)}
-            box.stop = asyncio.Event()
-            box.loop = asyncio.get_running_loop()
-            ready.set()
-            await box.stop.wait()
+            await serve()
 
-    def run() -> None:
-        try:
-            asyncio.run(main())
-        except BaseException as e:  # reported by the fixture below
-            failed.append(e)
-            ready.set()
-
-    thread = threading.Thread(target=run, name="fuzz-daemon", daemon=True)
-    thread.start()
-    assert ready.wait(60), "daemon did not start"
-    if failed:
-        raise failed[0]
-    try:
+    with live_daemon(setup, "fuzz-daemon") as box:
         yield box
-    finally:
-        box.loop.call_soon_threadsafe(box.stop.set)
-        thread.join(30)
-
-
-def operations(url: str) -> tuple[schemathesis.BaseSchema, list[Any]]:
-    doc = requests.get(url + "/api/openapi.json", timeout=10).json()
-    schema = schemathesis.openapi.from_dict(doc)
-    ops = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    return schema, ops
 
 
 @pytest.mark.parametrize("who", ["admin", "agent"])
 def test_fuzz_every_operation(live: Live, who: str) -> None:
-    _schema, ops = operations(live.url)
+    ops = operations(live.url)
     assert len(ops) >= 20
     assert sum(1 for op in ops if "agent" not in op.definition.raw.get("x-roles", ["agent"])) >= 2
     session = requests.Session()
@@ -118,33 +66,10 @@ def test_fuzz_every_operation(live: Live, who: str) -> None:
             continue  # the agent pass covers it; the admin pass goes past the role checks
         n = 2 if op_id in SLOW_OPERATIONS else MAX_EXAMPLES
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
-            strategy = op.as_strategy(generation_mode=mode)
-
-            @settings(
-                max_examples=n,
-                deadline=None,
-                derandomize=True,
-                database=None,
-                phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
-            @given(case=strategy)
-            def run(case: Any) -> None:
-                nonlocal calls
-                calls += 1
-                response = case.call(base_url=live.url, session=session, headers=headers)
-                assert response.status_code < 500, (
-                    f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                    f"{response.text[:300]}"
-                )
-                case.validate_response(response, checks=CHECKS)
-
             t0 = time.monotonic()
-            try:
-                run()
-            except Unsatisfiable:
-                # nothing to break in an operation without parameters or body
-                assert mode is schemathesis.GenerationMode.NEGATIVE
+            calls += fuzz_operation(
+                op, mode, url=live.url, session=session, headers=headers, max_examples=n
+            )
             timings[f"{op_id}:{mode.value}"] = time.monotonic() - t0
     slowest = sorted(timings.items(), key=lambda kv: -kv[1])[:5]
     print(f"{calls} requests as {who} in {time.monotonic() - started:.1f}s; slowest {slowest}")
