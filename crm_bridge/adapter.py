@@ -490,6 +490,14 @@ class CrmAdapter(Protocol):
         """Insert or (same channel+call_id+leg) update; returns the interaction id."""
         ...
 
+    async def record_interactions(self, recs: Sequence[InteractionRecord]) -> list[str]:
+        """Several records at once, ids in the order given: what ``record_interaction`` for
+        each in turn would leave behind, for less work per record (the screen-pop router
+        writes every answered leg this way). Whether a failure loses the whole batch or only
+        the records from the failing one on is the adapter's choice: a caller that must not
+        lose the good ones retries them one by one."""
+        ...
+
     async def update_interaction(
         self,
         interaction_id: str,

@@ -582,6 +582,11 @@ class HttpCrmAdapter:
             self._cache.drop(f"card {rec.customer_id}")
         return new_id
 
+    async def record_interactions(self, recs: Sequence[InteractionRecord]) -> list[str]:
+        """One request per record, in order: the external CRM's API has no batch call. The
+        first failure raises; the records before it are written."""
+        return [await self.record_interaction(rec) for rec in recs]
+
     async def update_interaction(
         self,
         interaction_id: str,

@@ -87,6 +87,7 @@ from crm_bridge.models import (
     INTERACTION_DIRECTIONS,
     LIMITS,
     PHONE_KINDS,
+    audit_t,
     callback_t,
     case_interaction_t,
     case_t,
@@ -514,6 +515,47 @@ _Q_RECENT_LINKS = _Prepared(
     )
     .order_by(case_interaction_t.c.case_id)
 )
+
+# --- batched interaction writes (record_interactions): built once, compiled once
+#: keys per IN list: far below SQLite's and asyncpg's bound-parameter limits
+_BATCH_IN = 500
+_Q_CUSTOMERS_IN = select(_C.c.id).where(_C.c.id.in_(bindparam("ids", expanding=True)))
+_Q_LEGS_IN = select(interaction_t).where(
+    interaction_t.c.channel.in_(bindparam("channels", expanding=True)),
+    interaction_t.c.call_id.in_(bindparam("call_ids", expanding=True)),
+)
+#: one multi-row INSERT ... RETURNING; the rows come back in no promised order (asking for
+#: the parameters' order makes SQLAlchemy send one INSERT per row on SQLite): matched by key
+_INSERT_LEG = insert(interaction_t).returning(
+    interaction_t.c.id, interaction_t.c.channel, interaction_t.c.call_id, interaction_t.c.leg
+)
+#: the SET clause comes from the parameter sets' keys (all alike within one executemany)
+_UPDATE_LEG = update(interaction_t).where(interaction_t.c.id == bindparam("_id"))
+
+
+def _chunks(items: Sequence[int], n: int) -> list[Sequence[int]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def _audit_row(
+    actor: str,
+    entity_id: int,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    at: datetime,
+) -> dict[str, Any]:
+    """One audit entry of an interaction, as :func:`crm_bridge.audit.audit` writes it (the
+    values already JSON-ready: they come from :func:`crm_bridge.audit.diff`)."""
+    return {
+        "at": at,
+        "actor": (actor or "system")[: LIMITS["actor"]],
+        "entity": "interaction",
+        "entity_id": str(entity_id),
+        "action": action,
+        "before": before,
+        "after": after,
+    }
 
 
 class BuiltinCrm:
@@ -1519,45 +1561,88 @@ class BuiltinCrm:
         }
 
     async def record_interaction(self, rec: InteractionRecord) -> str:
-        vals = self._clean_record(rec)
-        if vals["offered_at"] is None:
-            raise ValidationFailed("offered_at", "is required")
+        return (await self.record_interactions((rec,)))[0]
+
+    async def record_interactions(self, recs: Sequence[InteractionRecord]) -> list[str]:
+        """Record several legs in ONE transaction; the ids come back in the order given.
+
+        Why: the screen-pop router writes every answered leg, and the database's round trips
+        run on the event loop that delivers pops. Here a batch costs a fixed handful of
+        set-based statements (customers IN, existing legs IN, one multi-row insert, one audit
+        insert, updates only where something changed), not four per leg. The rows and audit
+        entries are those of :meth:`record_interaction` called for each record in order (a
+        leg recorded twice in one batch is inserted, then updated). All or nothing: a record
+        that fails validation or names an unknown customer fails the batch, nothing written.
+        """
+        if not recs:
+            return []
+        cleaned: list[tuple[dict[str, Any], str]] = []
+        for rec in recs:
+            vals = self._clean_record(rec)
+            if vals["offered_at"] is None:
+                raise ValidationFailed("offered_at", "is required")
+            cleaned.append((vals, rec.agent or "system"))
         for attempt in (1, 2):
             try:
-                return await self._record(vals, rec.agent or "system")
+                return await self._record_many(cleaned)
             except IntegrityError:
-                # a concurrent writer recorded the same leg first: take the update path
+                # a concurrent writer recorded one of the legs first: take the update path
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
-    async def _record(self, vals: dict[str, Any], actor: str) -> str:
-        key = and_(
-            interaction_t.c.channel == vals["channel"],
-            interaction_t.c.call_id == vals["call_id"],
-            interaction_t.c.leg == vals["leg"],
-        )
+    async def _record_many(self, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
+        # a leg named twice is applied in order: its second record goes into a later round,
+        # which sees the row the first one inserted
+        rounds: list[list[int]] = []
+        seen: dict[tuple[str, str, str], int] = {}
+        for i, (vals, _actor) in enumerate(cleaned):
+            key = (vals["channel"], vals["call_id"], vals["leg"])
+            r = seen.get(key, -1) + 1
+            seen[key] = r
+            if r == len(rounds):
+                rounds.append([])
+            rounds[r].append(i)
+        ids = [""] * len(cleaned)
         async with self._tx() as conn:
-            if vals["customer_id"] is not None:
-                await self._require_customer(conn, vals["customer_id"])
-            old = (await conn.execute(select(interaction_t).where(key))).mappings().first()
+            wanted = {v["customer_id"] for v, _a in cleaned if v["customer_id"] is not None}
+            if wanted:
+                have = set((await conn.execute(_Q_CUSTOMERS_IN, {"ids": sorted(wanted)})).scalars())
+                if wanted - have:
+                    raise NotFound("customer", str(min(wanted - have)))
+            for members in rounds:
+                for chunk in _chunks(members, _BATCH_IN):
+                    await self._record_round(conn, cleaned, chunk, ids)
+        return ids
+
+    async def _record_round(
+        self,
+        conn: AsyncConnection,
+        cleaned: Sequence[tuple[dict[str, Any], str]],
+        members: Sequence[int],
+        ids: list[str],
+    ) -> None:
+        """Legs with distinct keys: one IN select, one insert, one audit insert, updates."""
+        recs = [cleaned[i][0] for i in members]
+        rows = await conn.execute(
+            _Q_LEGS_IN,
+            {
+                "channels": sorted({v["channel"] for v in recs}),
+                "call_ids": sorted({v["call_id"] for v in recs}),
+            },
+        )
+        old_of = {(r["channel"], r["call_id"], r["leg"]): r for r in rows.mappings()}
+        now = utcnow()
+        fresh: list[int] = []
+        audits: dict[int, dict[str, Any]] = {}
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for i in members:
+            vals, actor = cleaned[i]
+            old = old_of.get((vals["channel"], vals["call_id"], vals["leg"]))
             if old is None:
-                now = utcnow()
-                iid = (
-                    await conn.execute(
-                        insert(interaction_t).returning(interaction_t.c.id),
-                        {**vals, "created_at": now, "updated_at": now},
-                    )
-                ).scalar_one()
-                await audit(
-                    conn,
-                    actor=actor,
-                    entity="interaction",
-                    entity_id=iid,
-                    action="create",
-                    after={k: v for k, v in vals.items() if v not in (None, "")},
-                )
-                return str(iid)
+                fresh.append(i)
+                continue
+            ids[i] = str(old["id"])
             # the same leg again: fill in what we learnt, never erase what we knew; how the
             # leg started is fixed once known, how it went on (answer, end, outcome) may move
             changes = {
@@ -1568,11 +1653,30 @@ class BuiltinCrm:
                 and old[k] != v
                 and (k in _PROGRESS_FIELDS or old[k] in (None, ""))
             }
-            if changes:
-                await _update_audited(
-                    conn, interaction_t, "interaction", old["id"], old, changes, actor, stamp=True
-                )
-            return str(old["id"])
+            if not changes:
+                continue
+            before, after = diff(dict(old), changes)
+            updates.setdefault(tuple(sorted(changes)), []).append(
+                {**changes, "updated_at": now, "_id": old["id"]}
+            )
+            audits[i] = _audit_row(actor, old["id"], "update", before, after, now)
+        if fresh:
+            inserted = await conn.execute(
+                _INSERT_LEG,
+                [{**cleaned[i][0], "created_at": now, "updated_at": now} for i in fresh],
+            )
+            id_of = {(r.channel, r.call_id, r.leg): r.id for r in inserted}
+            for i in fresh:
+                vals, actor = cleaned[i]
+                iid = id_of[(vals["channel"], vals["call_id"], vals["leg"])]
+                ids[i] = str(iid)
+                after = diff({}, {k: v for k, v in vals.items() if v not in (None, "")})[1]
+                audits[i] = _audit_row(actor, iid, "create", None, after, now)
+        for params in updates.values():
+            await conn.execute(_UPDATE_LEG, params)
+        if audits:
+            # in the order of the records, as one call per record would have written them
+            await conn.execute(insert(audit_t), [audits[i] for i in members if i in audits])
 
     async def interaction(self, interaction_id: str) -> InteractionView:
         iid = _pk(interaction_id, "interaction")
