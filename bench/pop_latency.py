@@ -349,7 +349,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             async def no_write(*_a: Any, **_k: Any) -> None:
                 return None
 
+            async def no_writes(recs: Any) -> list[None]:
+                return [None] * len(recs)
+
             svc.crm.record_interaction = no_write  # type: ignore[method-assign,assignment]
+            svc.crm.record_interactions = no_writes  # type: ignore[method-assign,assignment]
         # when the router hands each pop to the hub: splits the latency into the daemon's part
         # (AMI in, tracker, CRM lookup, routing) and the delivery (websocket, client)
         handed: dict[tuple[str, str], float] = {}

@@ -50,8 +50,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -80,6 +80,9 @@ ENDED_RETENTION_S = 3600.0
 ENDED_MAX = 5000
 #: a lookup that has not answered after this long is abandoned (the pop is long degraded)
 LOOKUP_HARD_LIMIT_S = 30.0
+
+#: legs per CRM write transaction, at most
+WRITE_BATCH_MAX = 200
 
 #: agent-leg states
 RINGING, ANSWERED, CLOSED = "ringing", "answered", "closed"
@@ -201,6 +204,7 @@ class PopRouter:
         deadline_ms: int = 150,
         ivr_variables: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        write_delay_ms: int = 0,
     ) -> None:
         self._hub = hub
         self._agents = agents
@@ -211,8 +215,12 @@ class PopRouter:
         self._calls: dict[str, _Call] = {}
         self._ended: OrderedDict[str, float] = OrderedDict()
         self._by_agent: dict[str, set[str]] = {}
-        self._writes: deque[tuple[Callable[[], Awaitable[Any]], asyncio.Future[Any]]] = deque()
+        #: legs with something for the CRM, in the order they were first marked
+        self._dirty: dict[tuple[str, str], tuple[_Call, _Leg]] = {}
+        self._write_delay = write_delay_ms / 1000.0
+        self._write_now = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self.write_batches = 0
         self.pops_sent = 0
         self.degraded_pops = 0
 
@@ -617,34 +625,101 @@ class PopRouter:
 
     # ------------------------------------------------------------------ CRM interaction log
 
-    def _write(self, job: Callable[[], Awaitable[Any]]) -> asyncio.Future[Any]:
-        """Queue a CRM write. One writer runs them in order, one at a time: concurrent writes
-        would only fight over the database's write lock (and the GIL) and slow the event loop
-        that delivers pops; in order, a leg's first record always precedes its updates."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._writes.append((job, fut))
+    def _queue_write(self, call: _Call, leg: _Leg, *, urgent: bool = False) -> None:
+        """Mark the leg as having something for the CRM. One writer task writes every marked
+        leg in batches (one transaction, a few set-based statements for the lot): the
+        database's round trips run on the event loop that delivers pops, so per-leg
+        statements were the long tail of pop latency. A leg marked twice before the writer
+        takes it is written once, with its latest state. Batches run one after the other,
+        so a leg's first record always precedes its updates."""
+        self._dirty[(call.call_id, leg.agent)] = (call, leg)
+        if urgent:
+            self._write_now.set()
         if self._writer is None or self._writer.done():
+            loop = asyncio.get_running_loop()
             self._writer = loop.create_task(self._write_loop(), name="pops-crm-writer")
-        return fut
 
     async def _write_loop(self) -> None:
-        writes = self._writes
-        while writes:
-            job, fut = writes.popleft()
-            try:
-                result = await job()
-            except Exception as e:
-                log.warning("crm write failed", error=type(e).__name__)
-                result = None
-            if not fut.done():
-                fut.set_result(result)
+        dirty = self._dirty
+        while dirty:
+            if self._write_delay > 0 and not self._write_now.is_set():
+                # gather the legs that end in the next moments into the same transaction;
+                # someone waiting for an interaction id (a note, a link) cuts this short
+                try:
+                    async with asyncio.timeout(self._write_delay):
+                        await self._write_now.wait()
+                except TimeoutError:
+                    pass
+            self._write_now.clear()
+            batch: list[tuple[_Call, _Leg]] = []
+            while dirty and len(batch) < WRITE_BATCH_MAX:
+                call, leg = dirty.pop(next(iter(dirty)))
+                first = leg.record
+                if first is not None and first.done():
+                    if first.result() is None or leg.written_outcome == leg.outcome:
+                        continue  # the first write failed, or nothing new since the last
+                batch.append((call, leg))
+            if batch:
+                await self._write_batch(batch)
 
-    def _ensure_record(self, call: _Call, leg: _Leg) -> asyncio.Future[str | None]:
+    async def _write_batch(self, batch: list[tuple[_Call, _Leg]]) -> None:
+        recs: list[InteractionRecord] = []
+        ids: list[str | None] = [None] * len(batch)
+        try:
+            for call, leg in batch:
+                leg.written_outcome = leg.outcome
+                recs.append(self._interaction(call, leg))
+            ids = await self._record_all(recs)
+        except Exception:
+            log.exception("recording interactions failed", legs=len(batch))
+        finally:
+            # whoever waits for a leg's interaction id is answered, even after a failure
+            for (_call, leg), iid in zip(batch, ids, strict=True):
+                if leg.record is not None and not leg.record.done():
+                    leg.record.set_result(iid)
+            self.write_batches += 1
+
+    async def _record_all(self, recs: list[InteractionRecord]) -> list[str | None]:
+        """The batch in one call when the adapter can; after a failure (the built-in store
+        writes all or nothing) one record at a time, so one bad record loses only itself."""
+        many = getattr(self._crm, "record_interactions", None)
+        if many is not None:
+            try:
+                return [None if iid is None else str(iid) for iid in await many(recs)]
+            except Exception as e:
+                if len(recs) == 1:
+                    self._write_failed(recs[0], e)
+                    return [None]
+                log.warning("batched crm write failed", legs=len(recs), error=type(e).__name__)
+        out: list[str | None] = []
+        for rec in recs:
+            try:
+                iid = await self._crm.record_interaction(rec)
+                out.append(None if iid is None else str(iid))
+            except Exception as e:
+                self._write_failed(rec, e)
+                out.append(None)
+        return out
+
+    @staticmethod
+    def _write_failed(rec: InteractionRecord, e: Exception) -> None:
+        log.warning(
+            "recording the interaction failed",
+            call_id=rec.call_id,
+            agent=rec.agent,
+            error=type(e).__name__,
+        )
+
+    def _ensure_record(
+        self, call: _Call, leg: _Leg, *, urgent: bool = False
+    ) -> asyncio.Future[str | None]:
         """The leg's interaction, written once when first needed: when the agent works on the
         call (notes, links) or when the leg ends, so a call costs one write, not two."""
         if leg.record is None:
-            leg.record = self._write(lambda: self._record(call, leg))
+            leg.record = asyncio.get_running_loop().create_future()
+            self._queue_write(call, leg, urgent=urgent)
+        elif urgent and not leg.record.done():
+            self._write_now.set()
         return leg.record
 
     def _interaction(self, call: _Call, leg: _Leg) -> InteractionRecord:
@@ -665,43 +740,14 @@ class PopRouter:
             customer_id=call.customer_id or _card_id(self._ident(call)),
         )
 
-    async def _record(self, call: _Call, leg: _Leg) -> str | None:
-        leg.written_outcome = leg.outcome
-        try:
-            iid = await self._crm.record_interaction(self._interaction(call, leg))
-            return None if iid is None else str(iid)
-        except Exception as e:
-            log.warning(
-                "recording the interaction failed",
-                call_id=call.call_id,
-                agent=leg.agent,
-                error=type(e).__name__,
-            )
-            return None
-
     def _finish_record(self, call: _Call, leg: _Leg, outcome: str) -> None:
-        """The leg ended: write it with its end (the adapter upserts on call_id + leg)."""
+        """The leg ended: write it with its end (the adapter upserts on call_id + leg); if its
+        first write has not gone out yet, that one write carries the end."""
         leg.outcome = outcome
-        first = leg.record
-        if first is None:
+        if leg.record is None:
             self._ensure_record(call, leg)
-            return
-
-        async def finish() -> None:
-            if leg.written_outcome == leg.outcome or await first is None:
-                return  # the first write already carried the end
-            leg.written_outcome = leg.outcome
-            try:
-                await self._crm.record_interaction(self._interaction(call, leg))
-            except Exception as e:
-                log.warning(
-                    "closing the interaction failed",
-                    call_id=call.call_id,
-                    agent=leg.agent,
-                    error=type(e).__name__,
-                )
-
-        self._write(finish)
+        else:
+            self._queue_write(call, leg)
 
     # ------------------------------------------------------------------ agent side
 
@@ -769,7 +815,7 @@ class PopRouter:
         call, leg = self._leg(call_id, agent_id)
         if leg.answered_at is None:
             raise NotAnswered(f"{call_id}: not answered by {agent_id}")
-        iid = await self._ensure_record(call, leg)
+        iid = await self._ensure_record(call, leg, urgent=True)
         if iid is None:
             raise CrmUnavailable("the interaction could not be recorded in the CRM")
         return iid
@@ -850,14 +896,16 @@ class PopRouter:
                     del self._by_agent[agent]
 
     async def drain(self) -> None:
-        """Wait for pending CRM writes (tests, shutdown)."""
+        """Wait for pending CRM writes (tests, shutdown), without the batching delay."""
         while self._writer is not None and not self._writer.done():
+            self._write_now.set()
             await asyncio.wait({self._writer})
 
     def stats(self) -> dict[str, int]:
         return {
             "calls": len(self._calls),
-            "crm_writes_queued": len(self._writes),
+            "crm_writes_queued": len(self._dirty),
+            "crm_write_batches": self.write_batches,
             "pops_sent": self.pops_sent,
             "degraded_pops": self.degraded_pops,
         }
