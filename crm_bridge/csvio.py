@@ -354,8 +354,19 @@ class ParsedRow:
     name_keys: tuple[str, ...] = ()
 
 
+#: memo entries per column: low-cardinality columns (kind, country, zone, a choice field,
+#: dates) hit it almost always; a column of unique values stops growing at the bound
+MEMO_MAX = 20_000
+_CHECKED = ("kind", "vip", "country", "language", "time_zone")
+
+
 class RowParser:
-    """Validates and normalizes rows of one file; pure (no database, no clock)."""
+    """Validates and normalizes rows of one file; pure (no database, no clock).
+
+    Checks of repeated values (country, zone, a choice, a date) are memoized per column:
+    the verdict depends on the text alone, and an import meets the same few values again
+    and again, so each is validated once.
+    """
 
     def __init__(
         self,
@@ -368,7 +379,7 @@ class RowParser:
         self.layout = layout
         self.width = len(layout.header)
         self.phone = PhoneNormalizer(region, default_area)
-        self._custom = []
+        self._custom: list[tuple[str, int, FieldDef, dict[str, Any]]] = []
         for name, idx, header_def in layout.custom:
             fd = fields.get(name) or header_def
             if fd is None:
@@ -377,7 +388,7 @@ class RowParser:
                     f"or give its type in the header (cf_{name}:text, :number, :date, :bool, "
                     ":choice=a|b)"
                 )
-            self._custom.append((name, idx, fd))
+            self._custom.append((name, idx, fd, {}))
         given = {name for name, _, _ in layout.custom}
         missing = [n for n, fd in fields.items() if fd.required and n not in given]
         if missing:
@@ -386,6 +397,15 @@ class RowParser:
             )
         self._customer = [(c, i, CUSTOMER_COLUMNS[c]) for c, i in layout.customer]
         self._name_idx = next(i for c, i in layout.customer if c == "name")
+        self._phones = [
+            (pi, ki, "phone" if n == 1 else f"phone{n}")
+            for n, (pi, ki) in enumerate(layout.phones, 1)
+        ]
+        self._emails = [
+            (ei, "email" if n == 1 else f"email{n}") for n, ei in enumerate(layout.emails, 1)
+        ]
+        self._checked = any(c in _CHECKED for c, _ in layout.customer)
+        self._check_memo: dict[tuple[str | None, ...], tuple[Any, ...] | str] = {}
 
     def name_of(self, row: list[str]) -> str:
         """The name cell of a row, for reports ("" when the row is too short)."""
@@ -400,19 +420,19 @@ class RowParser:
         customer: dict[str, Any] = {}
         for col, i, limit in self._customer:
             v = row[i].strip()
-            if len(v) > limit:
-                raise RowError(f"{col}: longer than {limit} characters ({len(v)})")
             if v:
+                if len(v) > limit:
+                    raise RowError(f"{col}: longer than {limit} characters ({len(v)})")
                 customer[col] = v
         if not customer.get("name"):
             raise RowError("name is empty")
-        _check_customer(customer)
+        if self._checked:
+            self._check_customer(customer)
         phones: list[tuple[str, str, str, str]] = []
         seen: set[str] = set()
-        for n, (pi, ki) in enumerate(self.layout.phones, 1):
+        for pi, ki, col in self._phones:
             raw = row[pi].strip()
             kind = row[ki].strip().lower() if ki >= 0 else ""
-            col = "phone" if n == 1 else f"phone{n}"
             if not raw:
                 if kind:
                     raise RowError(f"{col}_kind given without a number")
@@ -431,61 +451,104 @@ class RowParser:
                 seen.add(e164)
                 phones.append((e164, kind, ext, raw))
         emails: list[str] = []
-        for n, ei in enumerate(self.layout.emails, 1):
+        for ei, col in self._emails:
             raw = row[ei].strip()
             if not raw:
                 continue
             try:
                 addr = normalize_email(raw)
             except InvalidEmail as err:
-                raise RowError(f"{'email' if n == 1 else f'email{n}'}: {err}") from None
+                raise RowError(f"{col}: {err}") from None
             if addr not in emails:
                 emails.append(addr)
         ids: list[tuple[str, str]] = []
         for typ, ii in self.layout.ids:
             v = row[ii].strip()
-            if not v:
-                continue
-            if len(v) > MAX_ID_LEN:
-                raise RowError(f"{typ}: longer than {MAX_ID_LEN} characters ({len(v)})")
-            ids.append((typ, v))
+            if v:
+                if len(v) > MAX_ID_LEN:
+                    raise RowError(f"{typ}: longer than {MAX_ID_LEN} characters ({len(v)})")
+                ids.append((typ, v))
         custom: dict[str, Any] = {}
-        for name, ci, fd in self._custom:
+        for name, ci, fd, memo in self._custom:
             v = row[ci]
             if (v == "" or v.isspace()) and not fd.required:
                 continue
-            try:
-                value = convert_custom(fd, v)
-            except ValueError as e:
-                raise RowError(f"cf_{name}: {e}") from None
+            value = memo.get(v, _MISSING)
+            if value is _MISSING:
+                try:
+                    value = convert_custom(fd, v)
+                except ValueError as e:
+                    value = _Refused(f"cf_{name}: {e}")
+                if len(memo) < MEMO_MAX:
+                    memo[v] = value
+            if type(value) is _Refused:
+                raise RowError(value.reason)
             if value is not None:
                 custom[name] = value
         return ParsedRow(line, customer, phones, emails, ids, custom)
 
+    def _check_customer(self, c: dict[str, Any]) -> None:
+        key = (c.get("kind"), c.get("vip"), c.get("country"), c.get("language"),
+               c.get("time_zone"))  # fmt: skip
+        got = self._check_memo.get(key)
+        if got is None:
+            try:
+                got = _check_customer(*key)
+            except RowError as e:
+                got = str(e)
+            if len(self._check_memo) < MEMO_MAX:
+                self._check_memo[key] = got
+        if type(got) is str:
+            raise RowError(got)
+        for k, v in zip(_CHECKED, got, strict=True):
+            if v is not None:
+                c[k] = v
 
-def _check_customer(c: dict[str, Any]) -> None:
-    kind = c.get("kind")
+
+class _Refused:
+    """A memoized verdict "this text is refused", with the reason."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+_MISSING: Any = object()
+
+
+def _check_customer(
+    kind: str | None,
+    vip: str | None,
+    country: str | None,
+    language: str | None,
+    time_zone: str | None,
+) -> tuple[Any, ...]:
+    """The checked values of the customer columns that need more than a length check, in
+    the order of ``_CHECKED`` (None where not given); raises RowError for the first bad one."""
     if kind is not None:
         low = kind.lower()
         if low == "organization":
             low = "organisation"
         if low not in CUSTOMER_KINDS:
             raise RowError(f"kind: {kind!r} is not person or organisation")
-        c["kind"] = low
-    if (vip := c.get("vip")) is not None:
+        kind = low
+    flag: bool | None = None
+    if vip is not None:
         try:
-            c["vip"] = parse_bool(vip)
+            flag = parse_bool(vip)
         except ValueError as e:
             raise RowError(f"vip: {e}") from None
-    if (country := c.get("country")) is not None:
-        country = country.upper()
-        if not _ISO_COUNTRY.match(country):
-            raise RowError(f"country: {c['country']!r} is not a two-letter ISO code")
-        c["country"] = country
-    if (lang := c.get("language")) is not None and not _LANGUAGE.match(lang):
-        raise RowError(f"language: {lang!r} is not a language tag like 'de' or 'de-AT'")
-    if (tz := c.get("time_zone")) is not None and not _valid_zone(tz):
-        raise RowError(f"time_zone: {tz!r} is not an IANA time zone")
+    if country is not None:
+        upper = country.upper()
+        if not _ISO_COUNTRY.match(upper):
+            raise RowError(f"country: {country!r} is not a two-letter ISO code")
+        country = upper
+    if language is not None and not _LANGUAGE.match(language):
+        raise RowError(f"language: {language!r} is not a language tag like 'de' or 'de-AT'")
+    if time_zone is not None and not _valid_zone(time_zone):
+        raise RowError(f"time_zone: {time_zone!r} is not an IANA time zone")
+    return kind, flag, country, language, time_zone
 
 
 _ZONES: dict[str, bool] = {}

@@ -20,20 +20,20 @@ What the import guarantees, and how:
   resume a pending batch is looked up by those ids: present means the commit happened (move
   on), absent means it did not (redo it); the report files are cut back to the matching size,
   so even their lines are written exactly once.
-* Speed (target >= 20,000 rows/s into SQLite): files from 4 MiB on are read, validated and
-  (SQLite) turned into ready-to-insert tuples in a second process (spawned: threads would
-  share the GIL with the writer), one batch ahead; those tuples carry ids relative to the
-  batch and the writer adds the batch's first id in the INSERT itself, so the writing
-  process only probes for duplicates and runs ``executemany``. SQLite's per-row foreign
-  key lookups are switched off for the batch (every child row points at a customer the
-  same batch writes; the custom field ids are checked once per batch). The number parser
-  runs once per number (with the E.164 shortcut of
-  :class:`~crm_bridge.csvio.PhoneNormalizer`), no ORM objects.
+* Speed (target >= 20,000 rows/s into SQLite): into a SQLite file the batches go through
+  :mod:`crm_bridge.bulkload`: worker processes parse ranges of the file side by side and
+  take turns writing them, in file order, with set-based SQL from an in-memory staging
+  database; a bulk load into a store smaller than the file rebuilds the customer search
+  indexes once at the end instead of row by row. Into PostgreSQL (or an in-memory SQLite)
+  one process parses a batch ahead while this one writes with SQLAlchemy Core.
+* Everything above (duplicates, atomic batches, exactly-once resume, reports) is the same
+  on both paths; the tests run them against both databases.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -42,6 +42,7 @@ import os
 import resource
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -53,7 +54,22 @@ from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from crm_bridge import normalize
+from crm_bridge.batchrules import (
+    dedupe,
+    name_columns,
+    name_values,
+    printable,
+    reject_reason,
+    sqlite_datetime,
+)
+from crm_bridge.bulkload import (
+    LoaderPool,
+    Staged,
+    deferrable_indexes,
+    restore_indexes,
+    split_ranges,
+    sqlite_file,
+)
 from crm_bridge.csvio import (
     CsvSource,
     LayoutError,
@@ -69,7 +85,6 @@ from crm_bridge.csvio import (
 from crm_bridge.customfields import FieldDef
 from crm_bridge.db import utcnow
 from crm_bridge.models import (
-    LIMITS,
     AuditEntry,
     Customer,
     CustomFieldDef,
@@ -78,17 +93,10 @@ from crm_bridge.models import (
     ExternalId,
     Phone,
 )
-from crm_bridge.normalize import search_key
 from crm_bridge.progress import Progress
 from crm_bridge.settings import CrmSettings
 
 log = structlog.get_logger(__name__)
-#: the store's "last name first" key, when the schema has that column
-_RKEY: Callable[[str], str] | None = (
-    getattr(normalize, "search_key_last_first", None)
-    if "name_rkey" in Customer.__table__.columns
-    else None
-)
 
 STATE_VERSION = 1
 REJECT_HEADER = ["line", "reason", "name"]
@@ -112,7 +120,8 @@ class ImportUsageError(Exception):
 
 @dataclass(slots=True)
 class ImportOptions:
-    batch_size: int = 5000
+    #: lines per transaction; None: 20,000 into SQLite, 5,000 elsewhere
+    batch_size: int | None = None
     resume: bool = False
     report_path: Path | None = None
     merge_path: Path | None = None
@@ -127,6 +136,9 @@ class ImportOptions:
     #: machine has a second core); True/False force it. The process is spawned, so a script
     #: calling import_csv needs the usual ``if __name__ == "__main__":`` guard.
     parse_process: bool | None = None
+    #: SQLite: rebuild the customer search indexes at the end instead of row by row; None =
+    #: when the file holds at least DEFER_MIN_ROWS rows and as many as the store's customers
+    defer_indexes: bool | None = None
 
 
 @dataclass(slots=True)
@@ -365,28 +377,6 @@ async def _allocate_ids(conn: AsyncConnection, n: int) -> list[int]:
     return list(range(start + 1, start + 1 + n))
 
 
-async def sqlite_foreign_keys(conn: AsyncConnection, *, on: bool) -> None:
-    """Switch FK enforcement on this pooled connection (only possible outside a transaction).
-
-    Every child row of a batch points at a customer id assigned and inserted by the same
-    batch, so SQLite's per-row parent lookups (one b-tree search per number, e-mail, id and
-    custom value) prove nothing; the custom field ids are checked once per batch instead.
-    """
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    await driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
-
-
-async def _check_fields(conn: AsyncConnection, field_ids: set[int]) -> None:
-    """The foreign key check SQLite skips while foreign_keys is off, once per batch."""
-    ids = sorted(field_ids)
-    marks = ", ".join("?" * len(ids))
-    sql = f"SELECT count(*) FROM crm_custom_field WHERE id IN ({marks})"
-    have = (await conn.exec_driver_sql(sql, tuple(ids))).scalar()
-    if have != len(ids):
-        raise LayoutError("a custom field of this file was deleted during the import")
-
-
 async def _existing(
     conn: AsyncConnection,
     phones: set[str],
@@ -430,13 +420,6 @@ async def _existing(
 
 def is_sqlite(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "sqlite"
-
-
-def sqlite_datetime(v: dt.datetime | None) -> str | None:
-    """The text SQLAlchemy's SQLite DateTime stores (naive UTC, always with microseconds)."""
-    if v is None:
-        return None
-    return v.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class _Params:
@@ -490,15 +473,13 @@ async def bulk_insert(
     table: Any,
     columns: Sequence[str],
     rows: list[tuple[Any, ...]],
-    id_offset: int = 0,
 ) -> None:
     """executemany of plain tuples.
 
     On SQLite straight to the driver: SQLAlchemy's per-row parameter processing costs ~8 µs
     a row, more than SQLite's own insert; the caller passes values SQLite stores as they are
     (datetimes through :func:`sqlite_datetime`, dates as ISO text). Elsewhere a Core insert
-    with the same values as Python objects. SQLite only: ``id_offset`` is added to the first
-    column by SQLite itself (rows built ahead with ids relative to their batch).
+    with the same values as Python objects.
     """
     if not rows:
         return
@@ -506,34 +487,10 @@ async def bulk_insert(
     if is_sqlite(conn):
         cols, rows = _fill_defaults(tbl, columns, rows)
         marks = ", ".join("?" * len(cols))
-        if id_offset:
-            marks = f"? + {int(id_offset)}" + marks[1:]
         sql = f"INSERT INTO {tbl.name} ({', '.join(cols)}) VALUES ({marks})"
         await conn.exec_driver_sql(sql, rows)
     else:
-        if id_offset:
-            raise ValueError("id_offset is for SQLite only")
         await conn.execute(insert(tbl), [dict(zip(columns, r, strict=True)) for r in rows])
-
-
-def name_columns() -> list[str]:
-    """The customer columns derived from the name that the bulk writers fill themselves."""
-    cols = Customer.__table__.columns
-    return [c for c in ("name_key", "name_rkey") if c in cols]
-
-
-def name_values(name: str) -> tuple[str, ...]:
-    """Values for :func:`name_columns`, by the store's own rules (normalize.search_key...).
-
-    The "last name first" key is normalize.search_key_last_first's rule applied to the key
-    we already have (it would compute search_key a second time); a test holds the two equal.
-    """
-    key = search_key(name)
-    if _RKEY is None:
-        return (key[: LIMITS["name"]],)
-    words = key.split(" ")
-    rkey = " ".join([words[-1], *words[:-1]]) if len(words) > 1 else words[0]
-    return (key[: LIMITS["name"]], rkey[: LIMITS["name"]])
 
 
 class Importer:
@@ -546,7 +503,7 @@ class Importer:
         self.path = Path(path)
         self.crm = crm
         self.opt = options
-        if options.batch_size < 1:
+        if options.batch_size is not None and options.batch_size < 1:
             raise ImportUsageError("--batch must be at least 1")
         rej, mer, st = default_paths(self.path)
         self.reject_path = options.report_path or rej
@@ -625,82 +582,20 @@ class Importer:
             progress = Progress(
                 size, label=self.path.name, enabled=self.opt.progress, stream=sys.stderr
             )
-            parse_args = (
-                layout,
-                {n: d for n, (_, d) in defs.items()},
-                self.crm.default_region,
-                self.crm.default_area,
-            )
-            prebuild = field_ids if self.engine.dialect.name == "sqlite" else None
-            pool: ProcessPoolExecutor | None = None
-            if _use_process(self.opt.parse_process, size - start_offset):
-                # reading and validating (~40 % of the CPU per row) run in a second process
-                # while this one writes: threads would share one GIL
-                pool = ProcessPoolExecutor(
-                    1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_worker_start,
-                    initargs=(
-                        str(self.path),
-                        start_offset,
-                        start_line,
-                        delimiter,
-                        self.opt.batch_size,
-                        parse_args,
-                        prebuild,
-                    ),
-                )
-                loop = asyncio.get_running_loop()
-                _pool = pool
-
-                def read_ahead() -> asyncio.Future[_Prepared | None]:
-                    return loop.run_in_executor(_pool, _worker_next)
-            else:
-                f.seek(start_offset)
-                source = CsvSource(
-                    f, start_offset=start_offset, start_line=start_line, delimiter=delimiter
-                )
-                batches = iter(_batches(source, self.opt.batch_size))
-
-                def read_and_parse() -> _Prepared | None:
-                    batch = next(batches, None)
-                    return None if batch is None else _prepare(batch, parser, prebuild)
-
-                # the next batch is read and parsed in a worker thread while SQLite (in its
-                # own thread, without the GIL) writes the current one
-                def read_ahead() -> asyncio.Future[_Prepared | None]:
-                    return asyncio.ensure_future(asyncio.to_thread(read_and_parse))
-
-            ahead: asyncio.Future[_Prepared | None] | None = None
+            fields = {n: d for n, (_, d) in defs.items()}
+            db_path = sqlite_file(self.engine)
             try:
-                done_batches = 0
-                ahead = read_ahead()
-                while ahead is not None:
-                    prepared = await ahead
-                    ahead = None
-                    if prepared is None:
-                        self.state.data["complete"] = True
-                        self.state.save()
-                        res.complete = True
-                        break
-                    last_one = (
-                        self.opt.max_batches is not None
-                        and done_batches + 1 >= self.opt.max_batches
-                    )
-                    if not last_one:
-                        ahead = read_ahead()
-                    ok = await self._one_batch(prepared, field_ids, reports, res)
-                    if not ok:
-                        break
-                    done_batches += 1
-                    progress.update(prepared.end_offset, res.rows)
-                    if last_one:
-                        break
+                if db_path is not None:
+                    await self._load_sqlite(
+                        db_path, f, delimiter, layout, fields, field_ids,
+                        (start_offset, start_line, size), reports, progress, res,
+                    )  # fmt: skip
+                else:
+                    await self._load_portable(
+                        f, delimiter, parser, (layout, fields), field_ids,
+                        (start_offset, start_line, size), reports, progress, res,
+                    )  # fmt: skip
             finally:
-                if ahead is not None:  # let the reader finish before the file closes
-                    await asyncio.wait([ahead])
-                if pool is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
                 progress.close()
                 reports.close()
         res.seconds = time.perf_counter() - t0
@@ -747,6 +642,259 @@ class Importer:
         self.state.data = prev
         self.state.save()
 
+    async def _load_portable(
+        self,
+        f: IO[bytes],
+        delimiter: str,
+        parser: RowParser,
+        parse_args: tuple[Any, dict[str, FieldDef]],
+        field_ids: dict[str, int],
+        start: tuple[int, int, int],
+        reports: _Reports,
+        progress: Progress,
+        res: ImportResult,
+    ) -> None:
+        """Any database SQLAlchemy speaks (PostgreSQL): Core inserts, one batch ahead."""
+        start_offset, start_line, size = start
+        batch_size = self.opt.batch_size or PORTABLE_BATCH
+        pool: ProcessPoolExecutor | None = None
+        if _use_process(self.opt.parse_process, size - start_offset):
+            # reading and validating run in a second process while this one writes: threads
+            # would share one GIL
+            pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start,
+                initargs=(
+                    str(self.path),
+                    start_offset,
+                    start_line,
+                    delimiter,
+                    batch_size,
+                    (*parse_args, self.crm.default_region, self.crm.default_area),
+                ),
+            )
+            loop = asyncio.get_running_loop()
+            _pool = pool
+
+            def read_ahead() -> asyncio.Future[_Prepared | None]:
+                return loop.run_in_executor(_pool, _worker_next)
+        else:
+            f.seek(start_offset)
+            source = CsvSource(
+                f, start_offset=start_offset, start_line=start_line, delimiter=delimiter
+            )
+            batches = iter(_batches(source, batch_size))
+
+            def read_and_parse() -> _Prepared | None:
+                batch = next(batches, None)
+                return None if batch is None else _prepare(batch, parser)
+
+            # the next batch is read and parsed in a worker thread while the database
+            # writes the current one
+            def read_ahead() -> asyncio.Future[_Prepared | None]:
+                return asyncio.ensure_future(asyncio.to_thread(read_and_parse))
+
+        ahead: asyncio.Future[_Prepared | None] | None = None
+        try:
+            done_batches = 0
+            ahead = read_ahead()
+            while ahead is not None:
+                prepared = await ahead
+                ahead = None
+                if prepared is None:
+                    self._completed(res)
+                    break
+                last_one = (
+                    self.opt.max_batches is not None and done_batches + 1 >= self.opt.max_batches
+                )
+                if not last_one:
+                    ahead = read_ahead()
+                ok = await self._one_batch(prepared, field_ids, reports, res)
+                if not ok:
+                    break
+                done_batches += 1
+                progress.update(prepared.end_offset, res.rows)
+                if last_one:
+                    break
+        finally:
+            if ahead is not None:  # let the reader finish before the file closes
+                await asyncio.wait([ahead])
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+
+    def _completed(self, res: ImportResult) -> None:
+        self.state.data["complete"] = True
+        self.state.save()
+        res.complete = True
+
+    async def _load_sqlite(
+        self,
+        db_path: str,
+        f: IO[bytes],
+        delimiter: str,
+        layout: Any,
+        fields: dict[str, FieldDef],
+        field_ids: dict[str, int],
+        start: tuple[int, int, int],
+        reports: _Reports,
+        progress: Progress,
+        res: ImportResult,
+    ) -> None:
+        """A SQLite file: see :mod:`crm_bridge.bulkload` (parse in parallel, write in order)."""
+        start_offset, start_line, size = start
+        remaining = size - start_offset
+        processes = 0
+        if _use_process(self.opt.parse_process, remaining):
+            processes = max(2, min(os.cpu_count() or 1, MAX_WORKERS))
+        deferred = await self._defer_indexes(remaining)
+        args = (
+            db_path,
+            str(self.path),
+            delimiter,
+            layout,
+            fields,
+            field_ids,
+            self.crm.default_region,
+            self.crm.default_area,
+            self.opt.actor,
+        )
+        pool = LoaderPool(args, processes)
+        ranges = split_ranges(f, start_offset, start_line, self.opt.batch_size or SQLITE_BATCH)
+        inflight: deque[tuple[int, asyncio.Future[Staged]]] = deque()
+
+        def feed(worker: int) -> None:
+            rng = next(ranges, None)
+            if rng is not None:
+                inflight.append((worker, asyncio.ensure_future(pool.prepare(worker, rng))))
+
+        crashed = False
+        try:
+            for w in range(pool.size):
+                feed(w)
+            done_batches = 0
+            while inflight:
+                worker, fut = inflight.popleft()
+                staged = await fut
+                if not await self._write_staged(pool, worker, staged, reports, res):
+                    break
+                done_batches += 1
+                progress.update(staged.end_offset, res.rows)
+                if self.opt.max_batches is not None and done_batches >= self.opt.max_batches:
+                    break
+                feed(worker)
+            else:
+                self._completed(res)
+        except SimulatedCrash:
+            crashed = True  # the process "dies": nothing is tidied up
+            raise
+        finally:
+            for _, fut in inflight:
+                fut.cancel()
+            await pool.close()
+            if deferred and not crashed:
+                await restore_indexes(self.engine)
+
+    async def _defer_indexes(self, remaining: int) -> bool:
+        """Drop the customer table's search indexes when the file holds at least as many rows
+        as the store has customers: building them once at the end is cheaper than keeping
+        them up to date row by row. Names and postcodes are searched without them meanwhile;
+        :func:`crm_bridge.db.migrate` (every daemon start) and the end of the import restore
+        them, also after an import that failed."""
+        wanted = self.opt.defer_indexes
+        if wanted is False:
+            return False
+        with self.path.open("rb") as f:
+            sample = f.read(1 << 16)
+        per_line = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
+        rows = remaining / per_line
+        if wanted is None and rows < DEFER_MIN_ROWS:
+            return False
+        async with self.engine.begin() as conn:
+            top = (await conn.execute(select(func.count()).select_from(Customer))).scalar() or 0
+            if wanted is None and rows < top:
+                return False
+            for ix in deferrable_indexes():
+                await conn.exec_driver_sql(f"DROP INDEX IF EXISTS {ix.name}")
+        log.info("import.indexes_deferred", rows_estimate=int(rows), customers=top)
+        return True
+
+    async def _write_staged(
+        self, pool: LoaderPool, worker: int, staged: Staged, reports: _Reports, res: ImportResult
+    ) -> bool:
+        before_sizes = reports.sizes()
+        state = self.state.data
+        n = res.batches + 1
+        try:
+            written = await pool.write(worker)
+            reports.write(staged.rejects, written.merges)
+            after_sizes = reports.sizes()
+            imported = staged.valid - written.dropped
+            counts = {
+                "rows": res.rows + staged.count,
+                "imported": res.imported + imported,
+                "rejected": res.rejected + len(staged.rejects),
+                "duplicates": res.duplicates + written.dropped,
+                "batches": n,
+            }
+            state["pending"] = {
+                "offset": staged.end_offset,
+                "line": staged.end_line,
+                "customer_ids": written.customer_ids[:1],
+                "report_sizes": after_sizes,
+                **counts,
+            }
+            self.state.save()
+            if self.opt.crash_hook:
+                self.opt.crash_hook("before_commit", n)
+            await pool.commit(worker)
+        except Exception as e:
+            with contextlib.suppress(Exception):
+                await pool.rollback(worker)
+            self._batch_failed(reports, before_sizes, staged.first_line, staged.end_line, e, res)
+            return False
+        if self.opt.crash_hook:
+            self.opt.crash_hook("after_commit", n)
+        self._batch_done(counts, staged.end_offset, staged.end_line, after_sizes, res)
+        return True
+
+    def _batch_failed(
+        self,
+        reports: _Reports,
+        before_sizes: list[int],
+        first: int,
+        last: int,
+        e: BaseException,
+        res: ImportResult,
+    ) -> None:
+        reports.truncate(before_sizes)
+        state = self.state.data
+        state["pending"] = None
+        state["report_sizes"] = before_sizes
+        self.state.save()
+        res.failed = (
+            f"lines {first}-{last}: the database refused the batch, nothing of it was written "
+            f"({_short(e)}); fix the cause and run again with --resume"
+        )
+        log.error("import.batch_failed", first_line=first, last_line=last, error=_short(e))
+
+    def _batch_done(
+        self,
+        counts: dict[str, int],
+        end_offset: int,
+        end_line: int,
+        after_sizes: list[int],
+        res: ImportResult,
+    ) -> None:
+        state = self.state.data
+        for key, val in counts.items():
+            setattr(res, key, val)
+        state.update(counts)
+        state["offset"], state["line"] = end_offset, end_line
+        state["report_sizes"] = after_sizes
+        state["pending"] = None
+        self.state.save()
+
     async def _one_batch(
         self,
         prepared: _Prepared,
@@ -755,32 +903,21 @@ class Importer:
         res: ImportResult,
     ) -> bool:
         batch, keyed, rejects = prepared, prepared.keyed, prepared.rejects
-        phones, emails, ids = prepared.phones, prepared.emails, prepared.ids
         merges: list[list[Any]] = []
         before_sizes = reports.sizes()
         state = self.state.data
+        n = res.batches + 1
         async with self.engine.connect() as conn:
-            fk_off = is_sqlite(conn)
-            if fk_off:
-                await sqlite_foreign_keys(conn, on=False)
             trans = await conn.begin()
             try:
                 if is_sqlite(conn):
                     # the write lock before max(id): ids we assign cannot race another writer
                     await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                found = await _existing(conn, phones, emails, ids)
-                dropped = _dedupe(keyed, found, merges)
-                offset = 0
-                if prepared.rows is not None and is_sqlite(conn):
-                    # ids are the rows' indexes in the batch's valid rows plus the next free
-                    # id (the gaps left by duplicates cost nothing)
-                    offset = (await _allocate_ids(conn, 1))[0]
-                    rows = _without(prepared.rows, dropped)
-                    cust_ids = [offset + i for i in range(len(keyed)) if i not in dropped]
-                else:
-                    new = [p for i, p in enumerate(prepared.good) if i not in dropped]
-                    cust_ids = await _allocate_ids(conn, len(new))
-                    rows = _rows(new, cust_ids, field_ids, is_sqlite(conn))
+                found = await _existing(conn, prepared.phones, prepared.emails, prepared.ids)
+                dropped = dedupe(keyed, found, merges)
+                new = [p for i, p in enumerate(prepared.good) if i not in dropped]
+                cust_ids = await _allocate_ids(conn, len(new))
+                rows = _rows(new, cust_ids, field_ids, is_sqlite(conn))
                 reports.write(rejects, merges)
                 after_sizes = reports.sizes()
                 counts = {
@@ -788,7 +925,7 @@ class Importer:
                     "imported": res.imported + len(cust_ids),
                     "rejected": res.rejected + len(rejects),
                     "duplicates": res.duplicates + len(dropped),
-                    "batches": res.batches + 1,
+                    "batches": n,
                 }
                 state["pending"] = {
                     "offset": batch.end_offset,
@@ -798,9 +935,7 @@ class Importer:
                     **counts,
                 }
                 self.state.save()
-                if fk_off and rows.custom:
-                    await _check_fields(conn, {r[1] for r in rows.custom})
-                await _write(conn, rows, offset)
+                await _write(conn, rows)
                 if cust_ids:
                     await conn.execute(
                         insert(AuditEntry).values(
@@ -818,39 +953,16 @@ class Importer:
                         )
                     )
                 if self.opt.crash_hook:
-                    self.opt.crash_hook("before_commit", res.batches + 1)
+                    self.opt.crash_hook("before_commit", n)
                 await trans.commit()
             except Exception as e:
                 if trans.is_active:
                     await trans.rollback()
-                reports.truncate(before_sizes)
-                state["pending"] = None
-                state["report_sizes"] = before_sizes
-                self.state.save()
-                first = batch.first_line
-                res.failed = (
-                    f"lines {first}-{batch.end_line}: the database refused the batch, nothing of "
-                    f"it was written ({_short(e)}); fix the cause and run again with --resume"
-                )
-                log.error(
-                    "import.batch_failed",
-                    first_line=first,
-                    last_line=batch.end_line,
-                    error=_short(e),
-                )
+                self._batch_failed(reports, before_sizes, batch.first_line, batch.end_line, e, res)
                 return False
-            finally:
-                if fk_off and not conn.closed:
-                    await sqlite_foreign_keys(conn, on=True)
         if self.opt.crash_hook:
-            self.opt.crash_hook("after_commit", res.batches + 1)
-        for key, val in counts.items():
-            setattr(res, key, val)
-        state.update(counts)
-        state["offset"], state["line"] = batch.end_offset, batch.end_line
-        state["report_sizes"] = after_sizes
-        state["pending"] = None
-        self.state.save()
+            self.opt.crash_hook("after_commit", n)
+        self._batch_done(counts, batch.end_offset, batch.end_line, after_sizes, res)
         return True
 
 
@@ -859,34 +971,24 @@ def _short(e: BaseException) -> str:
     return msg[:300]
 
 
-def _printable(s: str) -> str:
-    return "".join(ch if ch.isprintable() and not ("\ud800" <= ch <= "\udfff") else "?" for ch in s)
-
-
 @dataclass(slots=True)
 class _Prepared:
-    """A batch read and validated (pure work, done ahead in a thread)."""
+    """A batch read and validated (pure work, done ahead in a thread or process)."""
 
     first_line: int
     count: int  #: records read (good, rejected and blank-free)
     end_offset: int
     end_line: int
-    #: the valid rows, or [] when ``rows`` holds them already built
     good: list[ParsedRow]
-    #: per valid row: (line, name, normalized keys) for the duplicate check (plain tuples:
-    #: they cross from the parsing process ~5x cheaper than ParsedRow objects)
+    #: per valid row: (line, name, normalized keys) for the duplicate check
     keyed: list[tuple[int, str, list[tuple[str, str]]]]
     rejects: list[list[Any]]
     phones: set[str]
     emails: set[str]
     ids: dict[str, set[str]]
-    #: SQLite only: every good row's table rows, customer id = index in ``good``
-    rows: _Rows | None = None
 
 
-def _prepare(
-    batch: _Batch, parser: RowParser, field_ids: dict[str, int] | None = None
-) -> _Prepared:
+def _prepare(batch: _Batch, parser: RowParser) -> _Prepared:
     rejects: list[list[Any]] = []
     good: list[ParsedRow] = []
     parse = parser.parse
@@ -897,11 +999,9 @@ def _prepare(
         try:
             p = parse(rec.line, rec.fields)
         except RowError as e:
-            reason = str(e)
-            if rec.end_line > rec.line and reason.startswith("expected "):
-                reason += f" (the record runs over lines {rec.line}-{rec.end_line}: a quote "
-                reason += "that is never closed?)"
-            rejects.append([rec.line, reason, _printable(parser.name_of(rec.fields)[:60])])
+            rejects.append(
+                [rec.line, reject_reason(rec, e), printable(parser.name_of(rec.fields)[:60])]
+            )
             continue
         p.name_keys = name_values(p.customer["name"])
         good.append(p)
@@ -919,31 +1019,34 @@ def _prepare(
         keys += p.ids
         keyed.append((p.line, p.customer["name"], keys))
     first = batch.records[0].line if batch.records else batch.end_line
-    # SQLite: the rows as they are written, built here (in the parsing process) with the
-    # row's index in ``good`` as customer id; the writer adds the batch's first id in SQL
-    rows = None if field_ids is None else _rows(good, range(len(good)), field_ids, True)
-    if rows is not None:
-        _sort_for_indexes(rows)
     return _Prepared(
         first,
         len(batch.records),
         batch.end_offset,
         batch.end_line,
-        good if rows is None else [],
+        good,
         keyed,
         rejects,
         phones,
         emails,
         ids,
-        rows,
     )
 
 
 #: in the parsing process: its reader of the file and its parser (set by _worker_start)
 _worker: dict[str, Any] = {}
 
-#: files (bytes still to read) from which a separate parsing process pays for its start
+#: files (bytes still to read) from which separate processes pay for their start
 PROCESS_MIN_BYTES = 4 << 20
+#: lines per batch: SQLite (bigger transactions write each touched index page fewer times)
+#: and other databases (a batch is one INSERT per table through SQLAlchemy)
+SQLITE_BATCH = 20_000
+PORTABLE_BATCH = 5000
+#: worker processes of a SQLite import, at most (the writes are serial: more only parse)
+MAX_WORKERS = 2
+#: the customer search indexes are rebuilt after the import from this many rows (estimated)
+#: on, when the store has fewer customers than that
+DEFER_MIN_ROWS = 50_000
 
 
 def _use_process(wanted: bool | None, remaining: int) -> bool:
@@ -959,7 +1062,6 @@ def _worker_start(
     delimiter: str,
     batch_size: int,
     parse_args: tuple[Any, dict[str, FieldDef], str, str],
-    prebuild: dict[str, int] | None,
 ) -> None:
     layout, fields, region, area = parse_args
     f = open(path, "rb")
@@ -967,12 +1069,11 @@ def _worker_start(
     source = CsvSource(f, start_offset=offset, start_line=line, delimiter=delimiter)
     _worker["batches"] = iter(_batches(source, batch_size))
     _worker["parser"] = RowParser(layout, fields, region=region, default_area=area)
-    _worker["prebuild"] = prebuild
 
 
 def _worker_next() -> _Prepared | None:
     batch = next(_worker["batches"], None)
-    return None if batch is None else _prepare(batch, _worker["parser"], _worker["prebuild"])
+    return None if batch is None else _prepare(batch, _worker["parser"])
 
 
 def _batches(source: CsvSource, size: int) -> Iterable[_Batch]:
@@ -986,34 +1087,6 @@ def _batches(source: CsvSource, size: int) -> Iterable[_Batch]:
             records = []
     if records and last is not None:
         yield _Batch(records, last.end_offset, last.end_line)
-
-
-def _dedupe(
-    keyed: list[tuple[int, str, list[tuple[str, str]]]],
-    found: dict[tuple[str, str], int],
-    merges: list[list[Any]],
-) -> set[int]:
-    """Indexes (in ``keyed``) of the rows not to import: they become merge suggestions
-    (one line per matching key)."""
-    in_batch: dict[tuple[str, str], int] = {}  # key -> line of the earlier row
-    dropped: set[int] = set()
-    for i, (row_line, name, keys) in enumerate(keyed):
-        hits: list[list[Any]] = []
-        for key in keys:
-            cid = found.get(key)
-            if cid is not None:
-                hits.append([row_line, name, key[0], key[1], cid, "database"])
-                continue
-            line = in_batch.get(key)
-            if line is not None:
-                hits.append([row_line, name, key[0], key[1], "", f"line {line}"])
-        if hits:
-            merges.extend(hits)
-            dropped.add(i)
-            continue
-        for key in keys:
-            in_batch[key] = row_line
-    return dropped
 
 
 _CUSTOMER_COLS = ("id", "kind", "name", "street", "postcode", "city", "country", "segment",
@@ -1110,34 +1183,13 @@ def _sort_for_indexes(rows: _Rows) -> None:
     rows.ids.sort(key=_type_value)
 
 
-def _without(rows: _Rows, dropped: set[int]) -> _Rows:
-    """The prebuilt rows minus those of the rows found to be duplicates."""
-    if not dropped:
-        return rows
-
-    def keep(lst: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        return [r for r in lst if r[0] not in dropped]
-
-    return _Rows(
-        rows.now,
-        keep(rows.customers),
-        keep(rows.phones),
-        keep(rows.emails),
-        keep(rows.ids),
-        keep(rows.custom),
-    )
-
-
-async def _write(conn: AsyncConnection, rows: _Rows, id_offset: int = 0) -> None:
-    """Insert the batch; ``id_offset`` is added to every customer id (prebuilt rows)."""
-    if id_offset == 0:
-        _sort_for_indexes(rows)
-    off = id_offset
-    await bulk_insert(conn, Customer, (*_CUSTOMER_COLS, *name_columns()), rows.customers, off)
-    await bulk_insert(conn, Phone, _PHONE_COLS, rows.phones, off)
-    await bulk_insert(conn, Email, _EMAIL_COLS, rows.emails, off)
-    await bulk_insert(conn, ExternalId, _ID_COLS, rows.ids, off)
-    await bulk_insert(conn, CustomFieldValue, _VALUE_COLS, rows.custom, off)
+async def _write(conn: AsyncConnection, rows: _Rows) -> None:
+    _sort_for_indexes(rows)
+    await bulk_insert(conn, Customer, (*_CUSTOMER_COLS, *name_columns()), rows.customers)
+    await bulk_insert(conn, Phone, _PHONE_COLS, rows.phones)
+    await bulk_insert(conn, Email, _EMAIL_COLS, rows.emails)
+    await bulk_insert(conn, ExternalId, _ID_COLS, rows.ids)
+    await bulk_insert(conn, CustomFieldValue, _VALUE_COLS, rows.custom)
 
 
 async def import_csv(

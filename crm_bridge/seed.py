@@ -34,17 +34,10 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from crm_bridge.batchrules import name_columns, name_values, sqlite_datetime
 from crm_bridge.csvio import csv_writer, export_header, format_custom
 from crm_bridge.customfields import FieldDef
-from crm_bridge.importer import (
-    bulk_insert,
-    ensure_fields,
-    is_sqlite,
-    name_columns,
-    name_values,
-    sqlite_datetime,
-    sqlite_foreign_keys,
-)
+from crm_bridge.importer import bulk_insert, ensure_fields, is_sqlite
 from crm_bridge.models import (
     Case,
     CaseInteraction,
@@ -517,6 +510,17 @@ async def _advance_sequences(conn: AsyncConnection) -> None:
             f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
             f"(SELECT COALESCE(MAX(id), 0) + 1 FROM {table}), false)"
         )
+
+
+async def sqlite_foreign_keys(conn: AsyncConnection, *, on: bool) -> None:
+    """Switch FK enforcement on this pooled connection (only possible outside a transaction).
+
+    Every child row of a seed batch points at a customer id the same batch inserts, so
+    SQLite's per-row parent lookups prove nothing.
+    """
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
 
 
 async def seed_database(

@@ -54,9 +54,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--batch",
         type=int,
-        default=5000,
-        help="rows per transaction (default 5000); bigger batches import a large file into a "
-        "large store faster (each touched index page is written once per transaction) but "
+        default=None,
+        help="lines per transaction (default 20000 into SQLite, 5000 into PostgreSQL); bigger "
+        "batches import faster (each touched index page is written once per transaction) but "
         "hold more rows in memory and redo more after a crash",
     )
     p.add_argument("--resume", action="store_true", help="continue an interrupted import")
@@ -68,8 +68,9 @@ def register(sub: Any) -> None:
         "--parse-process",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="read and validate in a second process while this one writes (default: for "
-        "files from 4 MiB on a machine with 2+ cores); it pays only when a second core is free",
+        help="read and validate in worker processes (default: for files from 4 MiB on a "
+        "machine with 2+ cores); into SQLite two workers parse and take turns writing, into "
+        "PostgreSQL one parses ahead while this process writes",
     )
     p.set_defaults(handler=_import)
 
@@ -119,7 +120,7 @@ async def _import_async(args: argparse.Namespace, settings: Settings) -> int:
     from crm_bridge.csvio import LayoutError
     from crm_bridge.importer import ImportOptions, ImportUsageError, import_csv
 
-    if args.batch < 1:
+    if args.batch is not None and args.batch < 1:
         _err("--batch must be at least 1")
         return EXIT_USAGE
     if not args.file.is_file():

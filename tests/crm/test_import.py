@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -339,10 +341,29 @@ async def test_empty_file_and_header_only(
 )
 def test_bulk_name_keys_follow_the_store_rules(name: str) -> None:
     from crm_bridge import normalize
-    from crm_bridge.importer import name_columns, name_values
+    from crm_bridge.batchrules import name_columns, name_values
 
     rules = {"name_key": normalize.search_key, "name_rkey": normalize.search_key_last_first}
     assert name_values(name) == tuple(rules[c](name) for c in name_columns())
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            [*"aAßÖöéE ", "\u0301", "\u00a8", "\u00a0", "\u2002", "\ufb01", "\u1e9e", "\t"]
+        ),
+        max_size=12,
+    )
+)
+def test_word_by_word_name_keys_equal_the_whole_name_rule(name: str) -> None:
+    """name_values builds the key word by word from a memo: the same as the store's rule
+    on the whole name, even with combining marks, compatibility spaces and ligatures."""
+    from crm_bridge import normalize
+    from crm_bridge.batchrules import name_values
+
+    assert name_values(name)[0] == normalize.search_key(name)
+    assert name_values(name)[-1] == normalize.search_key_last_first(name)
 
 
 async def test_semicolon_file_from_a_spreadsheet_and_an_unclosed_quote(

@@ -1,0 +1,109 @@
+"""What every import path does the same way: the name's search keys, the duplicate check
+within a batch, reject reasons, and values in the form SQLite stores them.
+
+Shared by the portable import (:mod:`crm_bridge.importer`), the SQLite bulk loader
+(:mod:`crm_bridge.bulkload`) and the demo data generator (:mod:`crm_bridge.seed`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from crm_bridge import normalize
+from crm_bridge.csvio import Record, RowError
+from crm_bridge.models import LIMITS, Customer
+from crm_bridge.normalize import search_key
+
+#: the store's "last name first" key, when the schema has that column
+_RKEY: Callable[[str], str] | None = (
+    getattr(normalize, "search_key_last_first", None)
+    if "name_rkey" in Customer.__table__.columns
+    else None
+)
+
+
+def sqlite_datetime(v: dt.datetime | None) -> str | None:
+    """The text SQLAlchemy's SQLite DateTime stores (naive UTC, always with microseconds)."""
+    if v is None:
+        return None
+    return v.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def name_columns() -> list[str]:
+    """The customer columns derived from the name that the bulk writers fill themselves."""
+    cols = Customer.__table__.columns
+    return [c for c in ("name_key", "name_rkey") if c in cols]
+
+
+#: search key per word (bounded): names repeat their words, and the key of a name is the
+#: keys of its words joined (case folding and decomposition never cross a space)
+_WORD_KEYS: dict[str, str] = {}
+
+
+def name_values(name: str) -> tuple[str, ...]:
+    """Values for :func:`name_columns`, by the store's own rules (normalize.search_key...).
+
+    The key is built word by word from a memo; the "last name first" key is
+    normalize.search_key_last_first's rule applied to it. A property test holds both equal
+    to the store's functions.
+    """
+    memo = _WORD_KEYS
+    keys = []
+    for word in name.split():
+        k = memo.get(word)
+        if k is None:
+            k = search_key(word)
+            if len(memo) < 100_000:
+                memo[word] = k
+        if k:
+            keys.append(k)
+    key = " ".join(keys)
+    if _RKEY is None:
+        return (key[: LIMITS["name"]],)
+    words = key.split(" ")
+    rkey = " ".join([words[-1], *words[:-1]]) if len(words) > 1 else words[0]
+    return (key[: LIMITS["name"]], rkey[: LIMITS["name"]])
+
+
+def printable(s: str) -> str:
+    return "".join(ch if ch.isprintable() and not ("\ud800" <= ch <= "\udfff") else "?" for ch in s)
+
+
+def reject_reason(rec: Record, e: RowError) -> str:
+    """The reject report's reason; a field-count error in a record spanning lines is most
+    likely a quote that is never closed, and the report says so."""
+    reason = str(e)
+    if rec.end_line > rec.line and reason.startswith("expected "):
+        reason += f" (the record runs over lines {rec.line}-{rec.end_line}: a quote "
+        reason += "that is never closed?)"
+    return reason
+
+
+def dedupe(
+    keyed: list[tuple[int, str, list[tuple[str, str]]]],
+    found: dict[tuple[str, str], int],
+    merges: list[list[Any]],
+) -> set[int]:
+    """Indexes (in ``keyed``) of the rows not to import: they become merge suggestions
+    (one line per matching key)."""
+    in_batch: dict[tuple[str, str], int] = {}  # key -> line of the earlier row
+    dropped: set[int] = set()
+    for i, (row_line, name, keys) in enumerate(keyed):
+        hits: list[list[Any]] = []
+        for key in keys:
+            cid = found.get(key)
+            if cid is not None:
+                hits.append([row_line, name, key[0], key[1], cid, "database"])
+                continue
+            line = in_batch.get(key)
+            if line is not None:
+                hits.append([row_line, name, key[0], key[1], "", f"line {line}"])
+        if hits:
+            merges.extend(hits)
+            dropped.add(i)
+            continue
+        for key in keys:
+            in_batch[key] = row_line
+    return dropped
