@@ -558,6 +558,95 @@ def _audit_row(
     }
 
 
+def _record_many_sync(conn: Connection, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
+    """The body of :meth:`BuiltinCrm.record_interactions`, inside the caller's transaction
+    (synchronous, run through ``run_sync``: one implementation for every driver)."""
+    # a leg named twice is applied in order: its second record goes into a later round,
+    # which sees the row the first one inserted
+    rounds: list[list[int]] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for i, (vals, _actor) in enumerate(cleaned):
+        key = (vals["channel"], vals["call_id"], vals["leg"])
+        r = seen.get(key, -1) + 1
+        seen[key] = r
+        if r == len(rounds):
+            rounds.append([])
+        rounds[r].append(i)
+    ids = [""] * len(cleaned)
+    wanted = {v["customer_id"] for v, _a in cleaned if v["customer_id"] is not None}
+    if wanted:
+        have = set(conn.execute(_Q_CUSTOMERS_IN, {"ids": sorted(wanted)}).scalars())
+        if wanted - have:
+            raise NotFound("customer", str(min(wanted - have)))
+    for members in rounds:
+        for chunk in _chunks(members, _BATCH_IN):
+            _record_round(conn, cleaned, chunk, ids)
+    return ids
+
+
+def _record_round(
+    conn: Connection,
+    cleaned: Sequence[tuple[dict[str, Any], str]],
+    members: Sequence[int],
+    ids: list[str],
+) -> None:
+    """Legs with distinct keys: one IN select, one insert, one audit insert, updates."""
+    recs = [cleaned[i][0] for i in members]
+    rows = conn.execute(
+        _Q_LEGS_IN,
+        {
+            "channels": sorted({v["channel"] for v in recs}),
+            "call_ids": sorted({v["call_id"] for v in recs}),
+        },
+    )
+    old_of = {(r["channel"], r["call_id"], r["leg"]): r for r in rows.mappings()}
+    now = utcnow()
+    fresh: list[int] = []
+    audits: dict[int, dict[str, Any]] = {}
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for i in members:
+        vals, actor = cleaned[i]
+        old = old_of.get((vals["channel"], vals["call_id"], vals["leg"]))
+        if old is None:
+            fresh.append(i)
+            continue
+        ids[i] = str(old["id"])
+        # the same leg again: fill in what we learnt, never erase what we knew; how the
+        # leg started is fixed once known, how it went on (answer, end, outcome) may move
+        changes = {
+            k: v
+            for k, v in vals.items()
+            if k not in _KEY_FIELDS
+            and v not in (None, "")
+            and old[k] != v
+            and (k in _PROGRESS_FIELDS or old[k] in (None, ""))
+        }
+        if not changes:
+            continue
+        before, after = diff(dict(old), changes)
+        updates.setdefault(tuple(sorted(changes)), []).append(
+            {**changes, "updated_at": now, "_id": old["id"]}
+        )
+        audits[i] = _audit_row(actor, old["id"], "update", before, after, now)
+    if fresh:
+        inserted = conn.execute(
+            _INSERT_LEG,
+            [{**cleaned[i][0], "created_at": now, "updated_at": now} for i in fresh],
+        )
+        id_of = {(r.channel, r.call_id, r.leg): r.id for r in inserted}
+        for i in fresh:
+            vals, actor = cleaned[i]
+            iid = id_of[(vals["channel"], vals["call_id"], vals["leg"])]
+            ids[i] = str(iid)
+            after = diff({}, {k: v for k, v in vals.items() if v not in (None, "")})[1]
+            audits[i] = _audit_row(actor, iid, "create", None, after, now)
+    for params in updates.values():
+        conn.execute(_UPDATE_LEG, params)
+    if audits:
+        # in the order of the records, as one call per record would have written them
+        conn.execute(insert(audit_t), [audits[i] for i in members if i in audits])
+
+
 class BuiltinCrm:
     """The embedded CRM store. ``engine`` must point at a migrated database."""
 
@@ -761,6 +850,21 @@ class BuiltinCrm:
         return self._card_sync(_SaReader(conn), row)
 
     # ------------------------------------------------------------------ identification
+
+    async def warm_up(self) -> None:
+        """One lookup of an example number of the default region before the first caller's:
+        it opens the inline reader, loads the number metadata and compiles the lookup
+        statements (~10-50 ms once), which would otherwise delay the first pops after a
+        start."""
+        import phonenumbers
+
+        example = phonenumbers.example_number(self._settings.default_region or "US")
+        number = (
+            "+4930123456"
+            if example is None
+            else phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
+        )
+        await self.identify(Identity(number=number))
 
     async def identify(self, who: Identity) -> Identification:
         raw = who.number
@@ -1592,91 +1696,12 @@ class BuiltinCrm:
         raise AssertionError("unreachable")
 
     async def _record_many(self, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
-        # a leg named twice is applied in order: its second record goes into a later round,
-        # which sees the row the first one inserted
-        rounds: list[list[int]] = []
-        seen: dict[tuple[str, str, str], int] = {}
-        for i, (vals, _actor) in enumerate(cleaned):
-            key = (vals["channel"], vals["call_id"], vals["leg"])
-            r = seen.get(key, -1) + 1
-            seen[key] = r
-            if r == len(rounds):
-                rounds.append([])
-            rounds[r].append(i)
-        ids = [""] * len(cleaned)
+        # On SQLite each statement is still a hop to the driver's thread and back; the whole
+        # transaction on a thread of its own (one hop) measured worse for pops: that thread
+        # then runs SQLAlchemy's Python holding the GIL, and on a busy host it is preempted
+        # holding it, stalling the event loop for a scheduler slice.
         async with self._tx() as conn:
-            wanted = {v["customer_id"] for v, _a in cleaned if v["customer_id"] is not None}
-            if wanted:
-                have = set((await conn.execute(_Q_CUSTOMERS_IN, {"ids": sorted(wanted)})).scalars())
-                if wanted - have:
-                    raise NotFound("customer", str(min(wanted - have)))
-            for members in rounds:
-                for chunk in _chunks(members, _BATCH_IN):
-                    await self._record_round(conn, cleaned, chunk, ids)
-        return ids
-
-    async def _record_round(
-        self,
-        conn: AsyncConnection,
-        cleaned: Sequence[tuple[dict[str, Any], str]],
-        members: Sequence[int],
-        ids: list[str],
-    ) -> None:
-        """Legs with distinct keys: one IN select, one insert, one audit insert, updates."""
-        recs = [cleaned[i][0] for i in members]
-        rows = await conn.execute(
-            _Q_LEGS_IN,
-            {
-                "channels": sorted({v["channel"] for v in recs}),
-                "call_ids": sorted({v["call_id"] for v in recs}),
-            },
-        )
-        old_of = {(r["channel"], r["call_id"], r["leg"]): r for r in rows.mappings()}
-        now = utcnow()
-        fresh: list[int] = []
-        audits: dict[int, dict[str, Any]] = {}
-        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for i in members:
-            vals, actor = cleaned[i]
-            old = old_of.get((vals["channel"], vals["call_id"], vals["leg"]))
-            if old is None:
-                fresh.append(i)
-                continue
-            ids[i] = str(old["id"])
-            # the same leg again: fill in what we learnt, never erase what we knew; how the
-            # leg started is fixed once known, how it went on (answer, end, outcome) may move
-            changes = {
-                k: v
-                for k, v in vals.items()
-                if k not in _KEY_FIELDS
-                and v not in (None, "")
-                and old[k] != v
-                and (k in _PROGRESS_FIELDS or old[k] in (None, ""))
-            }
-            if not changes:
-                continue
-            before, after = diff(dict(old), changes)
-            updates.setdefault(tuple(sorted(changes)), []).append(
-                {**changes, "updated_at": now, "_id": old["id"]}
-            )
-            audits[i] = _audit_row(actor, old["id"], "update", before, after, now)
-        if fresh:
-            inserted = await conn.execute(
-                _INSERT_LEG,
-                [{**cleaned[i][0], "created_at": now, "updated_at": now} for i in fresh],
-            )
-            id_of = {(r.channel, r.call_id, r.leg): r.id for r in inserted}
-            for i in fresh:
-                vals, actor = cleaned[i]
-                iid = id_of[(vals["channel"], vals["call_id"], vals["leg"])]
-                ids[i] = str(iid)
-                after = diff({}, {k: v for k, v in vals.items() if v not in (None, "")})[1]
-                audits[i] = _audit_row(actor, iid, "create", None, after, now)
-        for params in updates.values():
-            await conn.execute(_UPDATE_LEG, params)
-        if audits:
-            # in the order of the records, as one call per record would have written them
-            await conn.execute(insert(audit_t), [audits[i] for i in members if i in audits])
+            return await conn.run_sync(_record_many_sync, cleaned)
 
     async def interaction(self, interaction_id: str) -> InteractionView:
         iid = _pk(interaction_id, "interaction")

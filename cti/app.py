@@ -41,7 +41,9 @@ def version_locations() -> list[str]:
     return [p for p in MIGRATIONS if Path(p).is_dir()]
 
 
-def _make_crm(settings: Settings, engine: Any) -> Any:
+def _make_crm(settings: Settings, engine: Any) -> tuple[Any, Any]:
+    """The adapter the services use, and the built-in store (the same object unless the
+    CRM is external)."""
     from crm_bridge.store import BuiltinCrm
 
     local = BuiltinCrm(engine, settings.crm)
@@ -50,8 +52,8 @@ def _make_crm(settings: Settings, engine: Any) -> Any:
 
         # callbacks, consent and do-not-call stay in our own store: compliance must not
         # depend on an external CRM being up
-        return HttpCrmAdapter(settings.crm, local=local)
-    return local
+        return HttpCrmAdapter(settings.crm, local=local), local
+    return local, local
 
 
 class Daemon:
@@ -88,7 +90,9 @@ class Daemon:
         tokens = TokenService(secret, s.web.access_token_seconds, s.web.refresh_token_seconds)
         links: dict[str, Any] = {}
         agents = AgentService(s.agents, links)
-        crm = _make_crm(s, engine)
+        crm, local_crm = _make_crm(s, engine)
+        # the first lookup pays for opening the reader and loading metadata: not a caller
+        await local_crm.warm_up()
         hub_ref: dict[str, Any] = {}
 
         async def snapshot(agent_id: str) -> dict[str, Any]:
