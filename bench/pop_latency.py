@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +258,37 @@ async def ensure_accounts(engine: Any, n: int) -> None:
             await conn.execute(accounts_table.insert(), rows)
 
 
+def _slowest_overlaps(
+    pops: list[tuple[str, str, float]],
+    ring_at: dict[tuple[str, str], float],
+    limit_ms: float,
+    busy: list[tuple[str, float, float]],
+) -> dict[str, int]:
+    """How many of the pops slower than `limit_ms` were in flight while a GC pass or a CRM
+    write transaction ran (a pop may count under several)."""
+    slow = [
+        (t0, t)
+        for call_id, dev, t in pops
+        if (t0 := ring_at.get((call_id, dev))) is not None and (t - t0) * 1000 > limit_ms
+    ]
+    out: dict[str, int] = {"pops": len(slow)}
+    for what in sorted({w if w.startswith("crm") else "gc" for w, _s, _e in busy}):
+        spans = [(s, e) for w, s, e in busy if w.startswith(what)]
+        out[what] = sum(1 for t0, t in slow if any(s < t and e > t0 for s, e in spans))
+    return out
+
+
+async def _legs_written(engine: Any, since: datetime) -> int:
+    """Interactions the run wrote (the check that batching the writes lost none)."""
+    import sqlalchemy as sa
+
+    from crm_bridge.models import interaction_t
+
+    async with engine.connect() as conn:
+        q = sa.select(sa.func.count()).where(interaction_t.c.created_at >= since)
+        return int((await conn.execute(q)).scalar_one())
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     from crm_bridge.seed import seeded_number
     from cti.app import running_daemon
@@ -325,13 +357,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         lookup_ms: list[float] = []
         gc_pauses: list[tuple[int, float]] = []
-        gc_start = [0.0]
+        gc_start = [0.0, 0.0]
+        #: (what, start, end) on the monotonic clock: GC passes and CRM write transactions, to
+        #: tell what the slowest pops waited behind
+        busy: list[tuple[str, float, float]] = []
 
         def gc_watch(phase: str, info: dict[str, Any]) -> None:
             if phase == "start":
                 gc_start[0] = time.perf_counter()
+                gc_start[1] = time.thread_time()
             else:
-                gc_pauses.append((info["generation"], (time.perf_counter() - gc_start[0]) * 1000))
+                ms = (time.perf_counter() - gc_start[0]) * 1000
+                cpu = (time.thread_time() - gc_start[1]) * 1000
+                gc_pauses.append((info["generation"], ms))
+                end = time.monotonic()
+                # wall time and the thread's CPU time in it (less: preempted meanwhile)
+                busy.append((f"gc{info['generation']}:cpu={cpu:.1f}", end - ms / 1000, end))
 
         gc.callbacks.append(gc_watch)
 
@@ -344,6 +385,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return res
 
         svc.crm.identify = counting_identify  # type: ignore[method-assign]
+        if args.write_delay_ms is not None:
+            svc.pops.write_delay = args.write_delay_ms / 1000.0
+        if args.switch_interval_ms is not None:
+            sys.setswitchinterval(args.switch_interval_ms / 1000.0)
+        real_many = getattr(svc.crm, "record_interactions", None)
+        if real_many is not None and not args.no_crm_writes:
+
+            async def timed_many(recs: Any) -> Any:
+                t0 = time.monotonic()
+                try:
+                    return await real_many(recs)
+                finally:
+                    busy.append(("crm-write", t0, time.monotonic()))
+
+            svc.crm.record_interactions = timed_many  # type: ignore[method-assign]
         if args.no_crm_writes:  # diagnosis: how much of the tail the interaction writes cause
 
             async def no_write(*_a: Any, **_k: Any) -> None:
@@ -408,6 +464,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             gc.collect()
             gc.freeze()  # what a daemon could do once started: old objects leave GC passes
         gc_pauses.clear()  # only the pauses while calls are offered count
+        busy.clear()
+        started_wall = datetime.now(UTC)
         sim_conn.send(("go", args.rate, args.seconds, numbers))
         offered, gen_s = await loop.run_in_executor(None, sim_conn.recv)
         await asyncio.sleep(args.grace)
@@ -429,6 +487,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             del objs
         sim_conn.send("stop")
         hub_stats = svc.hub.stats.to_dict()
+        await svc.pops.drain()
+        legs_written = await _legs_written(svc.engine, started_wall)
         pop_stats = svc.pops.stats()
     sim.join(10)
     clients.join(10)
@@ -446,6 +506,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 inside.append((th - t0) * 1000.0)
     if not latencies:
         raise SystemExit("no pop could be matched to a ringing event")
+    slow_with = _slowest_overlaps(pops, ring_at, _pct(latencies, 99), busy)
     if args.dump:
         lines = []
         for call_id, dev, t in sorted(pops, key=lambda x: x[2]):
@@ -454,6 +515,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if t0 is not None:
                 inner = ((th or t0) - t0) * 1000
                 lines.append(f"{t0:.6f} {(t - t0) * 1000:.3f} {inner:.3f} {call_id} {dev}\n")
+        lines.extend(f"{s:.6f} {(e - s) * 1000:.3f} {what}\n" for what, s, e in busy)
         await asyncio.to_thread(Path(args.dump).write_text, "".join(lines))
     out = {
         "offered": offered,
@@ -461,6 +523,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "pops": len(pops),
         "matched": len(latencies),
         "degraded": pop_stats.get("degraded_pops", 0),
+        "crm_write_batches": pop_stats.get("crm_write_batches", 0),
+        "crm_legs_written": legs_written,
         "identified": identified["n"],
         "identified_one": identified["one"],
         "hub_dropped_slow": hub_stats.get("dropped_slow", 0) + hub_stats.get("dropped_unacked", 0),
@@ -474,6 +538,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "gc_gen2_max_ms": max((ms for g, ms in gc_pauses if g == 2), default=0.0),
         "gc_young_max_ms": max((ms for g, ms in gc_pauses if g < 2), default=0.0),
         "gc_count": len(gc_pauses),
+        "slow_pops": slow_with.pop("pops"),
+        "slow_overlaps": slow_with,
         "lookup_p50_ms": _pct(lookup_ms, 50) if lookup_ms else 0.0,
         "lookup_p99_ms": _pct(lookup_ms, 99) if lookup_ms else 0.0,
         "daemon_p50_ms": _pct(inside, 50) if inside else 0.0,
@@ -510,8 +576,22 @@ def main() -> int:
         action="store_true",
         help="diagnosis only: the interaction writes do nothing (their share of the tail)",
     )
+    p.add_argument(
+        "--write-delay-ms",
+        type=int,
+        help="how long the CRM writer gathers legs into one transaction (default: the daemon's)",
+    )
+    p.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        help="sys.setswitchinterval() in the daemon (how long the loop may wait for the GIL)",
+    )
     p.add_argument("--gc-report", action="store_true", help="count the daemon's GC objects")
-    p.add_argument("--dump", metavar="FILE", help="write ring time and latencies per pop")
+    p.add_argument(
+        "--dump",
+        metavar="FILE",
+        help="write ring time and latencies per pop (then GC passes and CRM writes: start, ms)",
+    )
     p.add_argument("--profile", metavar="FILE", help="cProfile the daemon's process into FILE")
     p.add_argument("--data-dir", help="where the seeded CRM is kept (reused when it matches)")
     p.add_argument(
@@ -539,6 +619,15 @@ def main() -> int:
         (
             "CRM lookups (found one) / degraded pops",
             f"{r['identified']:,} ({r['identified_one']:,}) / {r['degraded']}",
+        ),
+        (
+            "CRM interactions written / transactions",
+            f"{r['crm_legs_written']:,} / {r['crm_write_batches']:,}",
+        ),
+        (
+            "pops slower than p99: while GC / CRM write ran",
+            f"{r['slow_pops']}: {r['slow_overlaps'].get('gc', 0)} / "
+            f"{r['slow_overlaps'].get('crm-write', 0)}",
         ),
         (
             "clients dropped as slow / client errors",
