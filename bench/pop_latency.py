@@ -264,15 +264,15 @@ def _slowest_overlaps(
     limit_ms: float,
     busy: list[tuple[str, float, float]],
 ) -> dict[str, int]:
-    """How many of the pops slower than `limit_ms` were in flight while a GC pass or a CRM
-    write transaction ran (a pop may count under several)."""
+    """How many of the pops slower than `limit_ms` were in flight while a GC pass, a CRM
+    write transaction or a slow lookup ran (a pop may count under several)."""
     slow = [
         (t0, t)
         for call_id, dev, t in pops
         if (t0 := ring_at.get((call_id, dev))) is not None and (t - t0) * 1000 > limit_ms
     ]
     out: dict[str, int] = {"pops": len(slow)}
-    for what in sorted({w if w.startswith("crm") else "gc" for w, _s, _e in busy}):
+    for what in sorted({w.split(":")[0].rstrip("012") for w, _s, _e in busy}):
         spans = [(s, e) for w, s, e in busy if w.startswith(what)]
         out[what] = sum(1 for t0, t in slow if any(s < t and e > t0 for s, e in spans))
     return out
@@ -378,8 +378,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async def counting_identify(who: Any) -> Any:
             t0 = time.perf_counter()
+            m0 = time.monotonic()
             res = await real_identify(who)
             lookup_ms.append((time.perf_counter() - t0) * 1000)
+            if lookup_ms[-1] > 5:
+                busy.append(("lookup", m0, time.monotonic()))
             identified["n"] += 1
             identified["one"] += res.status == "one"
             return res
@@ -625,9 +628,9 @@ def main() -> int:
             f"{r['crm_legs_written']:,} / {r['crm_write_batches']:,}",
         ),
         (
-            "pops slower than p99: while GC / CRM write ran",
+            "pops slower than p99: while GC / CRM write / lookup > 5 ms",
             f"{r['slow_pops']}: {r['slow_overlaps'].get('gc', 0)} / "
-            f"{r['slow_overlaps'].get('crm-write', 0)}",
+            f"{r['slow_overlaps'].get('crm-write', 0)} / {r['slow_overlaps'].get('lookup', 0)}",
         ),
         (
             "clients dropped as slow / client errors",

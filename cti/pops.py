@@ -217,7 +217,8 @@ class PopRouter:
         self._by_agent: dict[str, set[str]] = {}
         #: legs with something for the CRM, in the order they were first marked
         self._dirty: dict[tuple[str, str], tuple[_Call, _Leg]] = {}
-        self._write_delay = write_delay_ms / 1000.0
+        #: seconds the CRM writer waits to gather more legs into one transaction (tunable)
+        self.write_delay = write_delay_ms / 1000.0
         self._write_now = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self.write_batches = 0
@@ -642,11 +643,11 @@ class PopRouter:
     async def _write_loop(self) -> None:
         dirty = self._dirty
         while dirty:
-            if self._write_delay > 0 and not self._write_now.is_set():
+            if self.write_delay > 0 and not self._write_now.is_set():
                 # gather the legs that end in the next moments into the same transaction;
                 # someone waiting for an interaction id (a note, a link) cuts this short
                 try:
-                    async with asyncio.timeout(self._write_delay):
+                    async with asyncio.timeout(self.write_delay):
                         await self._write_now.wait()
                 except TimeoutError:
                     pass
