@@ -488,14 +488,12 @@ class LoaderError(Exception):
     """An operation failed in a worker process; the message is the worker's."""
 
 
-def _serve(pipe: Connection, args: tuple[Any, ...]) -> None:
-    """A worker process: one SqliteLoader, driven by (operation, arguments) messages."""
+def _serve(pipe: Connection) -> None:
+    """A worker process: one SqliteLoader, driven by (operation, arguments) messages; the
+    first message ("init", args) builds it (the process starts before the import knows its
+    custom field ids, so its start-up overlaps the import's own)."""
     loader: SqliteLoader | None = None
-    failed = ""
-    try:
-        loader = SqliteLoader(*args)
-    except Exception as e:  # reported on the first request
-        failed = f"{type(e).__name__}: {e}"
+    failed = "the worker was not initialised"
     try:
         while True:
             try:
@@ -504,6 +502,14 @@ def _serve(pipe: Connection, args: tuple[Any, ...]) -> None:
                 return
             if op == "stop":
                 return
+            if op == "init":
+                try:
+                    loader = SqliteLoader(*op_args)
+                    pipe.send(("ok", None))
+                except Exception as e:
+                    failed = f"{type(e).__name__}: {e}"
+                    pipe.send(("error", failed))
+                continue
             if loader is None:
                 pipe.send(("error", failed))
                 continue
@@ -520,29 +526,36 @@ class LoaderPool:
     """``processes`` workers, each a spawned process with its own loader; 0 = one loader in
     this process (small files: no process start-up, same code)."""
 
-    def __init__(self, args: tuple[Any, ...], processes: int) -> None:
+    def __init__(self, processes: int) -> None:
         self._local: SqliteLoader | None = None
         self._pipes: list[Connection] = []
         self._procs: list[Any] = []
+        self.size = max(processes, 1)
+        self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="import-loader")
         if processes <= 0:
-            self._local = SqliteLoader(*args)
-            self.size = 1
-            self._threads = ThreadPoolExecutor(1, thread_name_prefix="import-loader")
             return
         ctx = multiprocessing.get_context("spawn")
         for _ in range(processes):
             mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(theirs, args), daemon=True)
+            proc = ctx.Process(target=_serve, args=(theirs,), daemon=True)
             proc.start()
             theirs.close()
             self._pipes.append(mine)
             self._procs.append(proc)
-        self.size = processes
-        self._threads = ThreadPoolExecutor(processes, thread_name_prefix="import-rpc")
+
+    async def start(self, args: tuple[Any, ...]) -> None:
+        """Build the loaders (SqliteLoader's arguments)."""
+        if not self._pipes:
+            loop = asyncio.get_running_loop()
+            self._local = await loop.run_in_executor(self._threads, SqliteLoader, *args)
+            return
+        await asyncio.gather(*(self._call(w, "init", *args) for w in range(self.size)))
 
     async def _call(self, worker: int, op: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if self._local is not None:
+        if not self._pipes:
+            if self._local is None:
+                raise LoaderError("the loader was not started")
             return await loop.run_in_executor(self._threads, getattr(self._local, op), *args)
         pipe = self._pipes[worker]
 
@@ -579,7 +592,7 @@ class LoaderPool:
             local = self._local
             # after any operation still running in the thread
             await loop.run_in_executor(self._threads, local.close)
-        else:
+        elif self._pipes:
             for proc in self._procs:
                 proc.terminate()
             for proc in self._procs:

@@ -149,8 +149,9 @@ class ImportResult:
     duplicates: int = 0
     batches: int = 0
     seconds: float = 0.0
-    #: CPU seconds of this process (writing) and of the parsing process, if one ran: on a
-    #: busy machine rows / max(both) is the rate the import reaches with two free cores
+    #: CPU seconds of this process and of the worker processes, if any ran (SQLite: they
+    #: parse and write; PostgreSQL: one parses): rows / (sum / cores) is the rate the
+    #: import reaches on free cores, whatever else the machine runs
     cpu_s: float = 0.0
     parser_cpu_s: float = 0.0
     complete: bool = False
@@ -520,89 +521,114 @@ class Importer:
             f = self.path.open("rb")
         except OSError as e:
             raise ImportUsageError(f"cannot read {self.path}: {e.strerror}") from None
+        pool: LoaderPool | None = None
         with f:
             header, header_end, header_line, delimiter = read_header(f)
             layout = parse_header(header)
-            fp = _fingerprint(self.path, header_end)
-            prev = self.state.load()
-            start_offset, start_line = header_end, header_line
-            resume_sizes: list[int] | None = None
-            if self.opt.resume:
-                if prev is None:
-                    raise ImportUsageError(f"nothing to resume: no state file {self.state.path}")
-                self._check_same(prev, fp)
-                if prev.get("complete"):
-                    res.complete = True
-                    res.rows, res.imported = prev["rows"], prev["imported"]
-                    res.rejected, res.duplicates = prev["rejected"], prev["duplicates"]
-                    return res
-                await self._settle_pending(prev)
-                start_offset, start_line = prev["offset"], prev["line"]
-                resume_sizes = prev["report_sizes"]
-                for k in ("rows", "imported", "rejected", "duplicates", "batches"):
-                    setattr(res, k, prev[k])
-                res.resumed_at_line = start_line
-            elif prev is not None and not prev.get("complete"):
-                raise ImportUsageError(
-                    f"an earlier import of this file stopped after line {prev['line']}: "
-                    f"continue it with --resume, or delete {self.state.path} to start over"
-                )
-
-            async with self.engine.begin() as conn:
-                wanted = [d for _, _, d in layout.custom if d is not None]
-                defs, res.new_fields = await ensure_fields(conn, wanted, self.opt.actor)
-            parser = RowParser(
-                layout,
-                {n: d for n, (_, d) in defs.items()},
-                region=self.crm.default_region,
-                default_area=self.crm.default_area,
-            )
-            field_ids = {n: fid for n, (fid, _) in defs.items()}
-
-            reports = _Reports(self.reject_path, self.merge_path, resume_sizes=resume_sizes)
-            if resume_sizes is None:
-                self.state.data = {
-                    "version": STATE_VERSION,
-                    "file": str(self.path.resolve()),
-                    "fingerprint": fp,
-                    "database": _url_key(self.engine),
-                    "offset": start_offset,
-                    "line": start_line,
-                    "rows": 0,
-                    "imported": 0,
-                    "rejected": 0,
-                    "duplicates": 0,
-                    "batches": 0,
-                    "report_sizes": reports.sizes(),
-                    "pending": None,
-                    "complete": False,
-                }
-                self.state.save()
             size = os.fstat(f.fileno()).st_size
-            progress = Progress(
-                size, label=self.path.name, enabled=self.opt.progress, stream=sys.stderr
-            )
-            fields = {n: d for n, (_, d) in defs.items()}
             db_path = sqlite_file(self.engine)
+            if db_path is not None:
+                # worker processes start now: their start-up overlaps the checks below
+                workers = 0
+                if _use_process(self.opt.parse_process, size - header_end):
+                    workers = max(2, min(os.cpu_count() or 1, MAX_WORKERS))
+                pool = LoaderPool(workers)
             try:
-                if db_path is not None:
-                    await self._load_sqlite(
-                        db_path, f, delimiter, layout, fields, field_ids,
-                        (start_offset, start_line, size), reports, progress, res,
-                    )  # fmt: skip
-                else:
-                    await self._load_portable(
-                        f, delimiter, parser, (layout, fields), field_ids,
-                        (start_offset, start_line, size), reports, progress, res,
-                    )  # fmt: skip
+                await self._run_file(
+                    f, (header_end, header_line, delimiter, size), layout, db_path, pool, res
+                )
             finally:
-                progress.close()
-                reports.close()
+                if pool is not None:
+                    await pool.close()
         res.seconds = time.perf_counter() - t0
         res.cpu_s = time.process_time() - c0
         r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         res.parser_cpu_s = r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime
         return res
+
+    async def _run_file(
+        self,
+        f: IO[bytes],
+        head: tuple[int, int, str, int],
+        layout: Any,
+        db_path: str | None,
+        pool: LoaderPool | None,
+        res: ImportResult,
+    ) -> None:
+        header_end, header_line, delimiter, size = head
+        fp = _fingerprint(self.path, header_end)
+        prev = self.state.load()
+        start_offset, start_line = header_end, header_line
+        resume_sizes: list[int] | None = None
+        if self.opt.resume:
+            if prev is None:
+                raise ImportUsageError(f"nothing to resume: no state file {self.state.path}")
+            self._check_same(prev, fp)
+            if prev.get("complete"):
+                res.complete = True
+                res.rows, res.imported = prev["rows"], prev["imported"]
+                res.rejected, res.duplicates = prev["rejected"], prev["duplicates"]
+                return
+            await self._settle_pending(prev)
+            start_offset, start_line = prev["offset"], prev["line"]
+            resume_sizes = prev["report_sizes"]
+            for k in ("rows", "imported", "rejected", "duplicates", "batches"):
+                setattr(res, k, prev[k])
+            res.resumed_at_line = start_line
+        elif prev is not None and not prev.get("complete"):
+            raise ImportUsageError(
+                f"an earlier import of this file stopped after line {prev['line']}: "
+                f"continue it with --resume, or delete {self.state.path} to start over"
+            )
+
+        async with self.engine.begin() as conn:
+            wanted = [d for _, _, d in layout.custom if d is not None]
+            defs, res.new_fields = await ensure_fields(conn, wanted, self.opt.actor)
+        parser = RowParser(
+            layout,
+            {n: d for n, (_, d) in defs.items()},
+            region=self.crm.default_region,
+            default_area=self.crm.default_area,
+        )
+        field_ids = {n: fid for n, (fid, _) in defs.items()}
+
+        reports = _Reports(self.reject_path, self.merge_path, resume_sizes=resume_sizes)
+        if resume_sizes is None:
+            self.state.data = {
+                "version": STATE_VERSION,
+                "file": str(self.path.resolve()),
+                "fingerprint": fp,
+                "database": _url_key(self.engine),
+                "offset": start_offset,
+                "line": start_line,
+                "rows": 0,
+                "imported": 0,
+                "rejected": 0,
+                "duplicates": 0,
+                "batches": 0,
+                "report_sizes": reports.sizes(),
+                "pending": None,
+                "complete": False,
+            }
+            self.state.save()
+        progress = Progress(
+            size, label=self.path.name, enabled=self.opt.progress, stream=sys.stderr
+        )
+        fields = {n: d for n, (_, d) in defs.items()}
+        try:
+            if db_path is not None and pool is not None:
+                await self._load_sqlite(
+                    pool, db_path, f, delimiter, layout, fields, field_ids,
+                    (start_offset, start_line, size), reports, progress, res,
+                )  # fmt: skip
+            else:
+                await self._load_portable(
+                    f, delimiter, parser, (layout, fields), field_ids,
+                    (start_offset, start_line, size), reports, progress, res,
+                )  # fmt: skip
+        finally:
+            progress.close()
+            reports.close()
 
     def _check_same(self, prev: dict[str, Any], fp: str) -> None:
         if prev.get("fingerprint") != fp:
@@ -730,6 +756,7 @@ class Importer:
 
     async def _load_sqlite(
         self,
+        pool: LoaderPool,
         db_path: str,
         f: IO[bytes],
         delimiter: str,
@@ -743,11 +770,7 @@ class Importer:
     ) -> None:
         """A SQLite file: see :mod:`crm_bridge.bulkload` (parse in parallel, write in order)."""
         start_offset, start_line, size = start
-        remaining = size - start_offset
-        processes = 0
-        if _use_process(self.opt.parse_process, remaining):
-            processes = max(2, min(os.cpu_count() or 1, MAX_WORKERS))
-        deferred = await self._defer_indexes(remaining)
+        deferred = await self._defer_indexes(size - start_offset)
         args = (
             db_path,
             str(self.path),
@@ -759,14 +782,16 @@ class Importer:
             self.crm.default_area,
             self.opt.actor,
         )
-        pool = LoaderPool(args, processes)
+        await pool.start(args)
         ranges = split_ranges(f, start_offset, start_line, self.opt.batch_size or SQLITE_BATCH)
         inflight: deque[tuple[int, asyncio.Future[Staged]]] = deque()
 
-        def feed(worker: int) -> None:
+        def feed(worker: int) -> bool:
             rng = next(ranges, None)
-            if rng is not None:
-                inflight.append((worker, asyncio.ensure_future(pool.prepare(worker, rng))))
+            if rng is None:
+                return False
+            inflight.append((worker, asyncio.ensure_future(pool.prepare(worker, rng))))
+            return True
 
         crashed = False
         try:
@@ -782,7 +807,11 @@ class Importer:
                 progress.update(staged.end_offset, res.rows)
                 if self.opt.max_batches is not None and done_batches >= self.opt.max_batches:
                     break
-                feed(worker)
+                if not feed(worker) and deferred and len(inflight) <= 1:
+                    # the file is read to its end: rebuild the indexes now, while the last
+                    # range is still being parsed (it then writes into them)
+                    await restore_indexes(self.engine)
+                    deferred = False
             else:
                 self._completed(res)
         except SimulatedCrash:
@@ -791,7 +820,6 @@ class Importer:
         finally:
             for _, fut in inflight:
                 fut.cancel()
-            await pool.close()
             if deferred and not crashed:
                 await restore_indexes(self.engine)
 

@@ -240,6 +240,9 @@ class CustomFieldValue(Base):
     value_date: Mapped[date | None] = mapped_column(Date)
     value_bool: Mapped[bool | None] = mapped_column(Boolean)
 
+    #: SQLite: clustered on (customer_id, field_id), one b-tree instead of two (crm_0002)
+    __table_args__ = {"sqlite_with_rowid": False}
+
 
 class Interaction(Base):
     """One call leg (or e-mail/chat) handled by one agent; may have no customer yet."""

@@ -157,7 +157,8 @@ async def _import_async(args: argparse.Namespace, settings: Settings) -> int:
     )
     if res.rows and res.parser_cpu_s:
         print(
-            f"CPU: {res.cpu_s:,.1f} s writing, {res.parser_cpu_s:,.1f} s parsing (own process)",
+            f"CPU: {res.cpu_s:,.1f} s in this process, {res.parser_cpu_s:,.1f} s in worker "
+            "processes",
             file=sys.stderr,
         )
     if res.rejected:

@@ -63,12 +63,69 @@ async def test_from_empty_and_models_match(empty_url: str) -> None:
                 tables
             )
             heads = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
-            assert [h[0] for h in heads] == ["crm_0001"]
+            assert [h[0] for h in heads] == ["crm_0002"]
             assert await conn.run_sync(_diff) == []
     finally:
         await engine.dispose()
     # running it again is a no-op
     await migrate(empty_url)
+
+
+async def test_custom_values_survive_the_rebuild_without_rowid(empty_url: str) -> None:
+    """crm_0002 rebuilds crm_custom_value clustered on its key (SQLite): values written
+    under crm_0001 are still there afterwards, and again after a downgrade."""
+
+    async def values() -> list[tuple[Any, ...]]:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT customer_id, field_id, value_text FROM crm_custom_value")
+            )
+            return [tuple(r) for r in rows]
+
+    async def rowid_table() -> bool:
+        async with engine.connect() as conn:
+            sql = (
+                await conn.execute(
+                    text("SELECT sql FROM sqlite_master WHERE name = 'crm_custom_value'")
+                )
+            ).scalar()
+        return "WITHOUT ROWID" not in str(sql)
+
+    await migrate(empty_url, target="crm_0001")
+    engine = make_engine(empty_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO crm_customer (id, kind, name, name_key, name_rkey, street, "
+                    "postcode, city, country, segment, vip, language, time_zone, created_at, "
+                    "updated_at) VALUES (7, 'person', 'A', 'a', 'a', '', '', '', '', '', "
+                    "false, '', '', '2026-01-01', '2026-01-01')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO crm_custom_field (id, name, label, type, choices, required, "
+                    "position, created_at) VALUES (3, 'tier', 'Tier', 'text', '[]', false, 0, "
+                    "'2026-01-01')"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO crm_custom_value (customer_id, field_id, value_text) "
+                    "VALUES (7, 3, 'gold')"
+                )
+            )
+        sqlite = engine.dialect.name == "sqlite"
+        assert not sqlite or await rowid_table()
+        await migrate(empty_url)
+        assert await values() == [(7, 3, "gold")]
+        assert not sqlite or not await rowid_table()
+        await migrate(empty_url, target="-1")  # a downgrade, back to crm_0001
+        assert await values() == [(7, 3, "gold")]
+        assert not sqlite or await rowid_table()
+    finally:
+        await engine.dispose()
 
 
 async def test_downgrade_and_upgrade_again(empty_url: str) -> None:
