@@ -8,20 +8,11 @@ Shared by the portable import (:mod:`crm_bridge.importer`), the SQLite bulk load
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from typing import Any
 
-from crm_bridge import normalize
 from crm_bridge.csvio import Record, RowError
-from crm_bridge.models import LIMITS, Customer
+from crm_bridge.limits import LIMITS
 from crm_bridge.normalize import search_key
-
-#: the store's "last name first" key, when the schema has that column
-_RKEY: Callable[[str], str] | None = (
-    getattr(normalize, "search_key_last_first", None)
-    if "name_rkey" in Customer.__table__.columns
-    else None
-)
 
 
 def sqlite_datetime(v: dt.datetime | None) -> str | None:
@@ -31,10 +22,13 @@ def sqlite_datetime(v: dt.datetime | None) -> str | None:
     return v.astimezone(dt.UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+#: the customer columns derived from the name that the bulk writers fill themselves (a test
+#: holds them equal to the model's columns with a default computed from the name)
+NAME_COLUMNS = ("name_key", "name_rkey")
+
+
 def name_columns() -> list[str]:
-    """The customer columns derived from the name that the bulk writers fill themselves."""
-    cols = Customer.__table__.columns
-    return [c for c in ("name_key", "name_rkey") if c in cols]
+    return list(NAME_COLUMNS)
 
 
 #: search key per word (bounded): names repeat their words, and the key of a name is the
@@ -60,8 +54,6 @@ def name_values(name: str) -> tuple[str, ...]:
         if k:
             keys.append(k)
     key = " ".join(keys)
-    if _RKEY is None:
-        return (key[: LIMITS["name"]],)
     words = key.split(" ")
     rkey = " ".join([words[-1], *words[:-1]]) if len(words) > 1 else words[0]
     return (key[: LIMITS["name"]], rkey[: LIMITS["name"]])

@@ -25,17 +25,18 @@ The coordinator (the import's state file, reports and crash points) is
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import io
 import json
-import multiprocessing
+import socket
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import IO, TYPE_CHECKING, Any
-
-from sqlalchemy.engine import make_url
 
 from crm_bridge.batchrules import (
     dedupe,
@@ -47,8 +48,6 @@ from crm_bridge.batchrules import (
 )
 from crm_bridge.csvio import CsvSource, Layout, RowError, RowParser
 from crm_bridge.customfields import FieldDef
-from crm_bridge.db import utcnow
-from crm_bridge.models import Customer, CustomFieldValue, Email, ExternalId, Phone
 
 if TYPE_CHECKING:  # the worker processes need neither (each import costs their start-up)
     from sqlalchemy import Index
@@ -56,6 +55,8 @@ if TYPE_CHECKING:  # the worker processes need neither (each import costs their 
 
 #: bound rows per INSERT statement when staging: one statement, many rows, fewer calls
 _ROWS_PER_STATEMENT = 100
+#: WAL pages between automatic checkpoints on a loader's connection
+WAL_CHECKPOINT_PAGES = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +176,7 @@ class SqliteLoader:
         region: str,
         default_area: str,
         actor: str,
+        statements: dict[str, Any],
         busy_timeout_ms: int = 60_000,
     ) -> None:
         self.parser = RowParser(layout, fields, region=region, default_area=default_area)
@@ -183,19 +185,21 @@ class SqliteLoader:
         self.file_name = csv_path.rsplit("/", 1)[-1]
         self.delimiter = delimiter
         self._csv = open(csv_path, "rb")
-        self._name_cols = name_columns()
         self._types = {n: fd.type for n, fd in fields.items()}
         db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self.db = db
         db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         db.execute("PRAGMA cache_size=-65536")
         db.execute("PRAGMA temp_store=MEMORY")
+        # checkpoint every ~40 MiB of WAL instead of every 4 MiB: an index page that many
+        # batches touch is copied into the database once per checkpoint, not once per batch
+        db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         # checked per batch instead, see the module docstring
         db.execute("PRAGMA foreign_keys=OFF")
         db.execute("ATTACH DATABASE ':memory:' AS stage")
         for table, cols in _STAGE.items():
             db.execute(f"CREATE TABLE stage.{table} ({', '.join(cols)})")
-        self._sql = self._statements()
+        self._sql = statements
         self._staged: _Batch | None = None
 
     # ---- parsing (no lock) ------------------------------------------------------------------
@@ -337,8 +341,7 @@ class SqliteLoader:
                 raise RuntimeError("a custom field of this file was deleted during the import")
         (top,) = db.execute("SELECT max(id) FROM main.crm_customer").fetchone()
         offset = (top or 0) + 1
-        now = utcnow()
-        ts = sqlite_datetime(now)
+        ts = sqlite_datetime(dt.datetime.now(dt.UTC))
         for stmt in sql["inserts_kept" if dropped else "inserts"]:
             db.execute(stmt, {"off": offset, "ts": ts})
         ids = [offset + keep[0], offset + keep[-1]]
@@ -370,70 +373,6 @@ class SqliteLoader:
         finally:
             self.db.close()
             self._csv.close()
-
-    # ---- statements -------------------------------------------------------------------------
-
-    def _statements(self) -> dict[str, Any]:
-        """The SQL of a write, built once from the models (so a new column is not missed)."""
-        kept = " WHERE r NOT IN (SELECT r FROM stage.s_drop)"
-        given = {
-            Customer: ["id", "kind", "name", *self._name_cols, "street", "postcode", "city",
-                       "country", "segment", "vip", "language", "time_zone", "created_at",
-                       "updated_at"],
-            Phone: ["customer_id", "raw", "e164", "extension", "kind", "position"],
-            Email: ["customer_id", "email", "position"],
-            ExternalId: ["customer_id", "id_type", "value"],
-        }  # fmt: skip
-        sources = {
-            Customer: ("s_customer", "r + :off, kind, name, "
-                       + "".join(f"{c}, " for c in self._name_cols)
-                       + "street, postcode, city, country, segment, vip, language, time_zone, "
-                       ":ts, :ts", ""),
-            Phone: ("s_phone", "r + :off, raw, e164, extension, kind, position", " ORDER BY e164"),
-            Email: ("s_email", "r + :off, email, position", " ORDER BY email"),
-            ExternalId: ("s_xid", "r + :off, id_type, value", " ORDER BY id_type, value"),
-        }  # fmt: skip
-        inserts = []
-        for model, cols in given.items():
-            table, select, order = sources[model]
-            extra_cols, extra_vals = _constant_defaults(model, cols)
-            inserts.append(
-                f"INSERT INTO main.{model.__tablename__} ({', '.join([*cols, *extra_cols])}) "
-                f"SELECT {select}{extra_vals} FROM stage.{table}{{where}}{order}"
-            )
-        value_cols = ["customer_id", "field_id", "value_text", "value_number", "value_date",
-                      "value_bool"]  # fmt: skip
-        extra_cols, extra_vals = _constant_defaults(CustomFieldValue, value_cols)
-        parts = [
-            f"SELECT r + :off AS c, field_id AS f, {', '.join(vals)}{extra_vals} "
-            f"FROM stage.{table}{{where}}"
-            for table, vals in (
-                ("s_text", ("v", "NULL", "NULL", "NULL")),
-                ("s_num", ("NULL", "v", "NULL", "NULL")),
-                ("s_date", ("NULL", "NULL", "v", "NULL")),
-                ("s_bool", ("NULL", "NULL", "NULL", "v")),
-            )
-        ]
-        inserts.append(
-            f"INSERT INTO main.{CustomFieldValue.__tablename__} "
-            f"({', '.join([*value_cols, *extra_cols])}) "
-            + " UNION ALL ".join(parts)
-            + " ORDER BY c, f"
-        )
-        # the staged rows drive the joins (CROSS JOIN fixes the order): one index probe each
-        return {
-            "inserts": [s.replace("{where}", "") for s in inserts],
-            "inserts_kept": [s.replace("{where}", kept) for s in inserts],
-            "probe_phone": "SELECT s.e164, p.customer_id FROM stage.s_phone s "
-            "CROSS JOIN main.crm_phone p ON p.e164 = s.e164",
-            "probe_email": "SELECT s.email, e.customer_id FROM stage.s_email s "
-            "CROSS JOIN main.crm_email e ON e.email = s.email",
-            "probe_xid": "SELECT s.id_type, s.value, x.customer_id FROM stage.s_xid s "
-            "CROSS JOIN main.crm_external_id x ON x.id_type = s.id_type AND x.value = s.value",
-            "field_ids": "SELECT DISTINCT field_id FROM (SELECT field_id FROM stage.s_text "
-            "UNION ALL SELECT field_id FROM stage.s_num UNION ALL SELECT field_id FROM "
-            "stage.s_date UNION ALL SELECT field_id FROM stage.s_bool)",
-        }
 
 
 @dataclass(slots=True)
@@ -480,6 +419,71 @@ def _sql_literal(v: Any) -> str:
     raise RuntimeError(f"cannot write the default {v!r} as SQL")
 
 
+def write_statements() -> dict[str, Any]:
+    """The SQL of a write, built from the models (so a new column is not missed); in the
+    importing process, so that the workers never import the ORM."""
+    from crm_bridge.models import Customer, CustomFieldValue, Email, ExternalId, Phone
+
+    kept = " WHERE r NOT IN (SELECT r FROM stage.s_drop)"
+    name_cols = name_columns()
+    given = {
+        Customer: ["id", "kind", "name", *name_cols, "street", "postcode", "city",
+                   "country", "segment", "vip", "language", "time_zone", "created_at",
+                   "updated_at"],
+        Phone: ["customer_id", "raw", "e164", "extension", "kind", "position"],
+        Email: ["customer_id", "email", "position"],
+        ExternalId: ["customer_id", "id_type", "value"],
+    }  # fmt: skip
+    sources = {
+        Customer: ("s_customer", "r + :off, kind, name, "
+                   + "".join(f"{c}, " for c in name_cols)
+                   + "street, postcode, city, country, segment, vip, language, time_zone, "
+                   ":ts, :ts", ""),
+        Phone: ("s_phone", "r + :off, raw, e164, extension, kind, position", " ORDER BY e164"),
+        Email: ("s_email", "r + :off, email, position", " ORDER BY email"),
+        ExternalId: ("s_xid", "r + :off, id_type, value", " ORDER BY value, id_type"),
+    }  # fmt: skip
+    inserts = []
+    for model, cols in given.items():
+        table, select, order = sources[model]
+        extra_cols, extra_vals = _constant_defaults(model, cols)
+        inserts.append(
+            f"INSERT INTO main.{model.__tablename__} ({', '.join([*cols, *extra_cols])}) "
+            f"SELECT {select}{extra_vals} FROM stage.{table}{{where}}{order}"
+        )
+    value_cols = ["customer_id", "field_id", "value_text", "value_number", "value_date",
+                  "value_bool"]  # fmt: skip
+    extra_cols, extra_vals = _constant_defaults(CustomFieldValue, value_cols)
+    parts = [
+        f"SELECT r + :off AS c, field_id AS f, {', '.join(vals)}{extra_vals} "
+        f"FROM stage.{table}{{where}}"
+        for table, vals in (
+            ("s_text", ("v", "NULL", "NULL", "NULL")),
+            ("s_num", ("NULL", "v", "NULL", "NULL")),
+            ("s_date", ("NULL", "NULL", "v", "NULL")),
+            ("s_bool", ("NULL", "NULL", "NULL", "v")),
+        )
+    ]
+    inserts.append(
+        f"INSERT INTO main.{CustomFieldValue.__tablename__} "
+        f"({', '.join([*value_cols, *extra_cols])}) " + " UNION ALL ".join(parts) + " ORDER BY c, f"
+    )
+    # the staged rows drive the joins (CROSS JOIN fixes the order): one index probe each
+    return {
+        "inserts": [s.replace("{where}", "") for s in inserts],
+        "inserts_kept": [s.replace("{where}", kept) for s in inserts],
+        "probe_phone": "SELECT s.e164, p.customer_id FROM stage.s_phone s "
+        "CROSS JOIN main.crm_phone p ON p.e164 = s.e164",
+        "probe_email": "SELECT s.email, e.customer_id FROM stage.s_email s "
+        "CROSS JOIN main.crm_email e ON e.email = s.email",
+        "probe_xid": "SELECT s.id_type, s.value, x.customer_id FROM stage.s_xid s "
+        "CROSS JOIN main.crm_external_id x ON x.id_type = s.id_type AND x.value = s.value",
+        "field_ids": "SELECT DISTINCT field_id FROM (SELECT field_id FROM stage.s_text "
+        "UNION ALL SELECT field_id FROM stage.s_num UNION ALL SELECT field_id FROM "
+        "stage.s_date UNION ALL SELECT field_id FROM stage.s_bool)",
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # workers
 
@@ -488,8 +492,21 @@ class LoaderError(Exception):
     """An operation failed in a worker process; the message is the worker's."""
 
 
+#: what a worker process runs (its one argument: the file descriptor of its socket)
+_WORKER_MAIN = "import sys; from crm_bridge.bulkload import serve; serve(int(sys.argv[1]))"
+
+
+def serve(fd: int) -> None:
+    """A worker process's main: see :func:`_serve`."""
+    pipe = Connection(fd)
+    try:
+        _serve(pipe)
+    finally:
+        pipe.close()
+
+
 def _serve(pipe: Connection) -> None:
-    """A worker process: one SqliteLoader, driven by (operation, arguments) messages; the
+    """One SqliteLoader, driven by (operation, arguments) messages; the
     first message ("init", args) builds it (the process starts before the import knows its
     custom field ids, so its start-up overlaps the import's own)."""
     loader: SqliteLoader | None = None
@@ -529,18 +546,24 @@ class LoaderPool:
     def __init__(self, processes: int) -> None:
         self._local: SqliteLoader | None = None
         self._pipes: list[Connection] = []
-        self._procs: list[Any] = []
+        self._procs: list[subprocess.Popen[bytes]] = []
         self.size = max(processes, 1)
         self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="import-loader")
         if processes <= 0:
             return
-        ctx = multiprocessing.get_context("spawn")
+        # plain child processes running serve(), not multiprocessing's spawn or forkserver:
+        # those re-import the parent's __main__ in the child (for `cti crm import` that is the
+        # whole CLI with the web server, ~1 s apiece); never a fork of this process, which
+        # runs threads (the database driver's)
         for _ in range(processes):
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(theirs,), daemon=True)
-            proc.start()
-            theirs.close()
-            self._pipes.append(mine)
+            mine, theirs = socket.socketpair()
+            with theirs:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                )
+            self._pipes.append(Connection(mine.detach()))
             self._procs.append(proc)
 
     async def start(self, args: tuple[Any, ...]) -> None:
@@ -596,7 +619,11 @@ class LoaderPool:
             for proc in self._procs:
                 proc.terminate()
             for proc in self._procs:
-                await loop.run_in_executor(None, proc.join, 5)
+                try:
+                    await loop.run_in_executor(None, proc.wait, 5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    await loop.run_in_executor(None, proc.wait)
             for pipe in self._pipes:
                 pipe.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -609,6 +636,8 @@ class LoaderPool:
 def sqlite_file(engine: AsyncEngine) -> str | None:
     """The database file behind ``engine`` when it is one SQLite file a second connection can
     open (not an in-memory database), else None."""
+    from sqlalchemy.engine import make_url
+
     url = make_url(str(engine.url))
     if url.get_backend_name() != "sqlite":
         return None
@@ -621,6 +650,8 @@ def sqlite_file(engine: AsyncEngine) -> str | None:
 def deferrable_indexes() -> list[Index]:
     """Indexes a bulk load may drop and rebuild: the customer table's search indexes (name,
     "last name first", postcode). The duplicate check needs the others."""
+    from crm_bridge.models import Customer
+
     table: Any = Customer.__table__
     return sorted(table.indexes, key=lambda ix: str(ix.name))
 
@@ -628,6 +659,8 @@ def deferrable_indexes() -> list[Index]:
 async def restore_indexes(engine: AsyncEngine) -> list[str]:
     """Create the deferrable indexes that are missing (after an import that stopped early);
     returns their names."""
+    from crm_bridge.models import Customer
+
     made: list[str] = []
     async with engine.begin() as conn:
         for ix in deferrable_indexes():

@@ -47,10 +47,10 @@ from typing import IO, Any
 
 import phonenumbers
 
-from crm_bridge import models
+from crm_bridge import limits
 from crm_bridge.adapter import ValidationFailed
 from crm_bridge.customfields import FieldDef, coerce_value, validate_definition
-from crm_bridge.models import LIMITS
+from crm_bridge.limits import LIMITS
 from crm_bridge.normalize import InvalidEmail, InvalidNumber, normalize_email, parse_phone
 
 # ---------------------------------------------------------------------------------------------
@@ -75,10 +75,10 @@ MAX_ID_LEN = LIMITS["id_value"]
 MAX_ID_TYPE_LEN = LIMITS["id_type"]
 MAX_PHONE_LEN = LIMITS["phone_raw"]
 MAX_TEXT_FIELD = LIMITS["text_value"]
-PHONE_KINDS = frozenset(models.PHONE_KINDS)
-CUSTOMER_KINDS = frozenset(models.CUSTOMER_KINDS)
-FIELD_TYPES = frozenset(models.CUSTOM_FIELD_TYPES)
-MAX_CUSTOM_FIELDS = models.MAX_CUSTOM_FIELDS
+PHONE_KINDS = frozenset(limits.PHONE_KINDS)
+CUSTOMER_KINDS = frozenset(limits.CUSTOMER_KINDS)
+FIELD_TYPES = frozenset(limits.CUSTOM_FIELD_TYPES)
+MAX_CUSTOM_FIELDS = limits.MAX_CUSTOM_FIELDS
 
 _TRUE = frozenset({"true", "1", "yes", "y", "ja", "j", "t"})
 _FALSE = frozenset({"false", "0", "no", "n", "nein", "f"})
@@ -405,7 +405,7 @@ class RowParser:
             (ei, "email" if n == 1 else f"email{n}") for n, ei in enumerate(layout.emails, 1)
         ]
         self._checked = any(c in _CHECKED for c, _ in layout.customer)
-        self._check_memo: dict[tuple[str | None, ...], tuple[Any, ...] | str] = {}
+        self._check_memo: dict[tuple[str | None, ...], tuple[tuple[str, Any], ...] | str] = {}
 
     def name_of(self, row: list[str]) -> str:
         """The name cell of a row, for reports ("" when the row is too short)."""
@@ -441,7 +441,7 @@ class RowParser:
                 raise RowError(f"{col}: longer than {MAX_PHONE_LEN} characters ({len(raw)})")
             if kind and kind not in PHONE_KINDS:
                 raise RowError(
-                    f"{col}_kind: {kind!r} is not one of {', '.join(models.PHONE_KINDS)}"
+                    f"{col}_kind: {kind!r} is not one of {', '.join(limits.PHONE_KINDS)}"
                 )
             try:
                 e164, ext = self.phone(raw)
@@ -493,16 +493,21 @@ class RowParser:
         got = self._check_memo.get(key)
         if got is None:
             try:
-                got = _check_customer(*key)
+                checked = _check_customer(*key)
+                # only what the check changed is written back (usually just vip's bool)
+                got = tuple(
+                    (k, v)
+                    for k, v, raw in zip(_CHECKED, checked, key, strict=True)
+                    if v is not None and v != raw
+                )
             except RowError as e:
                 got = str(e)
             if len(self._check_memo) < MEMO_MAX:
                 self._check_memo[key] = got
-        if type(got) is str:
+        if isinstance(got, str):
             raise RowError(got)
-        for k, v in zip(_CHECKED, got, strict=True):
-            if v is not None:
-                c[k] = v
+        for k, v in got:
+            c[k] = v
 
 
 class _Refused:

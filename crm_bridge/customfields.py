@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from crm_bridge.adapter import ValidationFailed
-from crm_bridge.models import CUSTOM_FIELD_TYPES, LIMITS, MAX_CUSTOM_FIELDS
+from crm_bridge.limits import CUSTOM_FIELD_TYPES, LIMITS, MAX_CUSTOM_FIELDS
 
 __all__ = [
     "CUSTOM_FIELD_TYPES",

@@ -69,6 +69,7 @@ from crm_bridge.bulkload import (
     restore_indexes,
     split_ranges,
     sqlite_file,
+    write_statements,
 )
 from crm_bridge.csvio import (
     CsvSource,
@@ -781,17 +782,16 @@ class Importer:
             self.crm.default_region,
             self.crm.default_area,
             self.opt.actor,
+            write_statements(),
         )
         await pool.start(args)
         ranges = split_ranges(f, start_offset, start_line, self.opt.batch_size or SQLITE_BATCH)
         inflight: deque[tuple[int, asyncio.Future[Staged]]] = deque()
 
-        def feed(worker: int) -> bool:
+        def feed(worker: int) -> None:
             rng = next(ranges, None)
-            if rng is None:
-                return False
-            inflight.append((worker, asyncio.ensure_future(pool.prepare(worker, rng))))
-            return True
+            if rng is not None:
+                inflight.append((worker, asyncio.ensure_future(pool.prepare(worker, rng))))
 
         crashed = False
         try:
@@ -807,11 +807,7 @@ class Importer:
                 progress.update(staged.end_offset, res.rows)
                 if self.opt.max_batches is not None and done_batches >= self.opt.max_batches:
                     break
-                if not feed(worker) and deferred and len(inflight) <= 1:
-                    # the file is read to its end: rebuild the indexes now, while the last
-                    # range is still being parsed (it then writes into them)
-                    await restore_indexes(self.engine)
-                    deferred = False
+                feed(worker)
             else:
                 self._completed(res)
         except SimulatedCrash:
@@ -1134,8 +1130,8 @@ def _third(r: tuple[Any, ...]) -> Any:
     return r[2]
 
 
-def _type_value(r: tuple[Any, ...]) -> Any:
-    return (r[1], r[2])
+def _value_type(r: tuple[Any, ...]) -> Any:
+    return (r[2], r[1])
 
 
 @dataclass(slots=True)
@@ -1208,7 +1204,7 @@ def _sort_for_indexes(rows: _Rows) -> None:
     # in index order: neighbouring keys land on the same b-tree pages (~12 % less SQLite time)
     rows.phones.sort(key=_third)
     rows.emails.sort(key=_second)
-    rows.ids.sort(key=_type_value)
+    rows.ids.sort(key=_value_type)
 
 
 async def _write(conn: AsyncConnection, rows: _Rows) -> None:

@@ -36,6 +36,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crm_bridge.db import Base, UTCDateTime, utcnow
+from crm_bridge.limits import (  # re-exported: the store's vocabulary
+    CALLBACK_STATES,
+    CASE_STATUSES,
+    CUSTOM_FIELD_TYPES,
+    CUSTOMER_KINDS,
+    INTERACTION_CHANNELS,
+    INTERACTION_DIRECTIONS,
+    LIMITS,
+    MAX_CUSTOM_FIELDS,
+    PHONE_KINDS,
+)
 from crm_bridge.normalize import search_key, search_key_last_first
 
 __all__ = [
@@ -62,51 +73,6 @@ __all__ = [
 
 # BigInteger primary keys that stay plain INTEGER (rowid aliases) on SQLite
 IdType = BigInteger().with_variant(Integer(), "sqlite")
-
-CUSTOMER_KINDS = ("person", "organisation")
-PHONE_KINDS = ("mobile", "landline", "work", "fax", "other")
-CUSTOM_FIELD_TYPES = ("text", "number", "date", "bool", "choice")
-MAX_CUSTOM_FIELDS = 64
-INTERACTION_DIRECTIONS = ("inbound", "outbound", "internal")
-INTERACTION_CHANNELS = ("phone", "email", "chat", "sms")
-CASE_STATUSES = ("open", "pending", "closed")
-CALLBACK_STATES = ("scheduled", "offered", "done", "missed", "cancelled")
-
-#: column sizes; the store validates against these before writing so a too long value is a
-#: clear error naming the field, not a database-specific truncation or failure
-LIMITS = {
-    "name": 200,
-    "street": 200,
-    "postcode": 20,
-    "city": 100,
-    "country": 2,
-    "segment": 50,
-    "language": 35,
-    "time_zone": 64,
-    "phone_raw": 64,
-    "e164": 20,
-    "extension": 10,
-    "email": 254,
-    "id_type": 32,
-    "id_value": 64,
-    "field_name": 64,
-    "field_label": 200,
-    "text_value": 1000,
-    "call_id": 64,
-    "leg": 128,
-    "queue": 80,
-    "agent": 80,
-    "campaign": 80,
-    "outcome": 32,
-    "disposition": 64,
-    "notes": 20000,
-    "taxonomy": 80,
-    "subject": 200,
-    "owner": 80,
-    "purpose": 50,
-    "source": 100,
-    "actor": 80,
-}
 
 
 def _name_key_default(ctx: Any) -> str:
@@ -202,9 +168,9 @@ class ExternalId(Base):
     value: Mapped[str] = mapped_column(String(LIMITS["id_value"]))
 
     __table_args__ = (
-        UniqueConstraint("id_type", "value", name="uq_crm_external_id_type_value"),
-        # search by value whatever its type (agents type "12345", not "account 12345")
-        Index("ix_crm_external_id_value", "value"),
+        # value first: the same key also serves a search by value whatever its type (agents
+        # type "12345", not "account 12345"), so no second index on value (crm_0002)
+        UniqueConstraint("value", "id_type", name="uq_crm_external_id_value_type"),
     )
 
 
