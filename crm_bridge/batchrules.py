@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from crm_bridge.csvio import Record, RowError
+from crm_bridge.csvio import RowError
 from crm_bridge.limits import LIMITS
 from crm_bridge.normalize import search_key
 
@@ -63,12 +63,12 @@ def printable(s: str) -> str:
     return "".join(ch if ch.isprintable() and not ("\ud800" <= ch <= "\udfff") else "?" for ch in s)
 
 
-def reject_reason(rec: Record, e: RowError) -> str:
+def reject_reason(line: int, end_line: int, e: RowError) -> str:
     """The reject report's reason; a field-count error in a record spanning lines is most
     likely a quote that is never closed, and the report says so."""
     reason = str(e)
-    if rec.end_line > rec.line and reason.startswith("expected "):
-        reason += f" (the record runs over lines {rec.line}-{rec.end_line}: a quote "
+    if end_line > line and reason.startswith("expected "):
+        reason += f" (the record runs over lines {line}-{end_line}: a quote "
         reason += "that is never closed?)"
     return reason
 

@@ -25,6 +25,7 @@ The coordinator (the import's state file, reports and crash points) is
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
 import io
 import json
@@ -46,7 +47,7 @@ from crm_bridge.batchrules import (
     reject_reason,
     sqlite_datetime,
 )
-from crm_bridge.csvio import CsvSource, Layout, RowError, RowParser
+from crm_bridge.csvio import Layout, RowError, RowParser
 from crm_bridge.customfields import FieldDef
 
 if TYPE_CHECKING:  # the worker processes need neither (each import costs their start-up)
@@ -115,6 +116,32 @@ def split_ranges(f: IO[bytes], start: int, line: int, lines: int) -> Iterator[Ra
         base += pos
         line += n
         buf = buf[pos:]
+
+
+#: (first line, last line, fields, error) of a record
+RecordTuple = tuple[int, int, list[str], str]
+
+
+def records(data: bytes, line: int, delimiter: str = ",") -> Iterator[RecordTuple]:
+    """(first line, last line, fields, error) of each record of a range starting after
+    ``line``: the records :class:`~crm_bridge.csvio.CsvSource` reads (a test holds them
+    equal), without its per-line bookkeeping, which a range does not need (no byte offsets:
+    a range is committed whole). Bad UTF-8 becomes surrogate escapes, which the row parser
+    rejects with the byte; blank lines are skipped."""
+    text = data.decode("utf-8", "surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter, strict=False)
+    while True:
+        before = reader.line_num
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            yield line + before + 1, line + reader.line_num, [], f"unreadable CSV: {e}"
+            continue
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        yield line + before + 1, line + reader.line_num, fields, ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,10 +235,7 @@ class SqliteLoader:
         """Read, validate and stage one range."""
         f = self._csv
         f.seek(rng.start)
-        data = f.read(rng.end - rng.start)
-        source = CsvSource(
-            io.BytesIO(data), start_offset=rng.start, start_line=rng.line, delimiter=self.delimiter
-        )
+        source = records(f.read(rng.end - rng.start), rng.line, self.delimiter)
         parse, parser = self.parser.parse, self.parser
         fids, types = self.field_ids, self._types
         cust: list[Any] = []
@@ -225,18 +249,18 @@ class SqliteLoader:
         all_keys: list[tuple[str, str]] = []
         count = 0
         first_line = rng.line + 1
-        for rec in source:
+        for line, end_line, fields, error in source:
             if count == 0:
-                first_line = rec.line
+                first_line = line
             count += 1
-            if rec.error:
-                rejects.append([rec.line, rec.error, ""])
+            if error:
+                rejects.append([line, error, ""])
                 continue
             try:
-                p = parse(rec.line, rec.fields)
+                p = parse(line, fields)
             except RowError as err:
-                shown = printable(parser.name_of(rec.fields)[:60])
-                rejects.append([rec.line, reject_reason(rec, err), shown])
+                shown = printable(parser.name_of(fields)[:60])
+                rejects.append([line, reject_reason(line, end_line, err), shown])
                 continue
             r = len(keyed)
             c = p.customer
@@ -260,7 +284,7 @@ class SqliteLoader:
                 if t == "date":
                     value = value.isoformat()
                 custom[t] += (r, fids[fname], value)
-            keyed.append((rec.line, name, keys))
+            keyed.append((line, name, keys))
             all_keys += keys
         if count == 0:
             first_line = rng.line + 1

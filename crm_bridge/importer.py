@@ -1023,9 +1023,8 @@ def _prepare(batch: _Batch, parser: RowParser) -> _Prepared:
         try:
             p = parse(rec.line, rec.fields)
         except RowError as e:
-            rejects.append(
-                [rec.line, reject_reason(rec, e), printable(parser.name_of(rec.fields)[:60])]
-            )
+            shown = printable(parser.name_of(rec.fields)[:60])
+            rejects.append([rec.line, reject_reason(rec.line, rec.end_line, e), shown])
             continue
         p.name_keys = name_values(p.customer["name"])
         good.append(p)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.adapter import Identity
-from crm_bridge.bulkload import deferrable_indexes, split_ranges
+from crm_bridge.bulkload import deferrable_indexes, records, split_ranges
 from crm_bridge.csvio import CsvSource
 from crm_bridge.db import migrate
 from crm_bridge.importer import ImportOptions, SimulatedCrash, default_paths, import_csv
@@ -30,11 +30,15 @@ def _template_outside_the_loop(sqlite_template: Path) -> None:
 
 
 def _records(data: bytes, start: int = 0, line: int = 0) -> list[tuple[int, list[str], str]]:
+    """The records as the streaming reader sees them, and checks that the range reader of
+    the workers sees the same."""
     src = CsvSource(io.BytesIO(data[start:]), start_offset=start, start_line=line)
-    return [(r.line, r.fields, r.error) for r in src]
+    got = [(r.line, r.end_line, r.fields, r.error) for r in src]
+    assert list(records(data[start:], line)) == got
+    return [(a, f, e) for a, _, f, e in got]
 
 
-_cell = st.text(alphabet=st.sampled_from(list('ab ,"\n;é')), max_size=6)
+_cell = st.text(alphabet=st.sampled_from(list('ab ,"\n;é\x00')), max_size=6)
 
 
 @settings(max_examples=300, deadline=None)
