@@ -469,9 +469,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         gc_pauses.clear()  # only the pauses while calls are offered count
         busy.clear()
         started_wall = datetime.now(UTC)
+        # CPU seconds while calls run: the event loop's thread (this one) and the process
+        loop_cpu0, proc_cpu0 = time.thread_time(), time.process_time()
         sim_conn.send(("go", args.rate, args.seconds, numbers))
         offered, gen_s = await loop.run_in_executor(None, sim_conn.recv)
         await asyncio.sleep(args.grace)
+        loop_cpu = time.thread_time() - loop_cpu0
+        proc_cpu = time.process_time() - proc_cpu0
         sim_conn.send("report")
         rings = await loop.run_in_executor(None, sim_conn.recv)
         cl_conn.send("stop")
@@ -527,6 +531,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "matched": len(latencies),
         "degraded": pop_stats.get("degraded_pops", 0),
         "crm_write_batches": pop_stats.get("crm_write_batches", 0),
+        "loop_cpu_s": round(loop_cpu, 2),
+        "process_cpu_s": round(proc_cpu, 2),
         "crm_legs_written": legs_written,
         "identified": identified["n"],
         "identified_one": identified["one"],
@@ -626,6 +632,10 @@ def main() -> int:
         (
             "CRM interactions written / transactions",
             f"{r['crm_legs_written']:,} / {r['crm_write_batches']:,}",
+        ),
+        (
+            "daemon CPU while calls run: event loop / process",
+            f"{r['loop_cpu_s']:.1f} / {r['process_cpu_s']:.1f} s",
         ),
         (
             "pops slower than p99: while GC / CRM write / lookup > 5 ms",
