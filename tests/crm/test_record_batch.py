@@ -151,13 +151,10 @@ async def test_a_large_batch_and_its_updates(crm: BuiltinCrm) -> None:
                 text("SELECT count(*) FROM crm_interaction WHERE outcome = 'completed'")
             )
         ).scalar_one()
-        actions = dict(
-            (
-                await c.execute(
-                    text("SELECT action, count(*) FROM crm_audit GROUP BY action ORDER BY action")
-                )
-            ).all()
+        grouped = await c.execute(
+            text("SELECT action, count(*) FROM crm_audit GROUP BY action ORDER BY action")
         )
+        actions: dict[str, int] = {str(a): int(n) for a, n in grouped.all()}
     assert done == n
     assert actions == {"create": n, "update": n}
 
