@@ -43,8 +43,9 @@ def version_locations() -> list[str]:
 
 #: the pop router gathers the CRM writes of legs ending within this long into one transaction:
 #: at 100 calls/s, ~400 transactions in 30 s instead of ~1,600, each a dozen round trips to
-#: the database driver's thread on the event loop that delivers pops (p99 17 -> 13 ms in
-#: bench/pop_latency.py --write-delay-ms); an agent waiting for an interaction id skips it
+#: the database driver's thread on the event loop that delivers pops: the loop's CPU while
+#: calls run fell from ~21 s to ~15 s of 33 (bench/pop_latency.py --write-delay-ms 0 vs the
+#: default; p99 is too noisy on a shared host to tell); an agent waiting for an id skips it
 POP_WRITE_DELAY_MS = 50
 
 
