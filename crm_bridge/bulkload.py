@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime as dt
+import gc
 import io
 import json
 import socket
@@ -521,7 +522,14 @@ _WORKER_MAIN = "import sys; from crm_bridge.bulkload import serve; serve(int(sys
 
 
 def serve(fd: int) -> None:
-    """A worker process's main: see :func:`_serve`."""
+    """A worker process's main: see :func:`_serve`.
+
+    The cyclic garbage collector is off while a range is parsed: a range builds ~200,000
+    small containers that all live until its write, and the collector's passes over them
+    cost a fifth of the parsing time. Nothing here makes reference cycles that matter; a
+    full collection runs after each commit, when little is alive.
+    """
+    gc.disable()
     pipe = Connection(fd)
     try:
         _serve(pipe)
@@ -558,6 +566,8 @@ def _serve(pipe: Connection) -> None:
                 pipe.send(("ok", getattr(loader, op)(*op_args)))
             except Exception as e:
                 pipe.send(("error", str(e) or type(e).__name__))
+            if op in ("commit", "rollback"):
+                gc.collect()
     finally:
         if loader is not None:
             loader.close()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -1095,6 +1096,9 @@ def _worker_start(
 
 
 def _worker_next() -> _Prepared | None:
+    # the collector stays off while a batch is parsed (see crm_bridge.bulkload.serve)
+    gc.collect()
+    gc.disable()
     batch = next(_worker["batches"], None)
     return None if batch is None else _prepare(batch, _worker["parser"])
 
