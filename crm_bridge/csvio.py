@@ -305,9 +305,11 @@ class PhoneNormalizer:
 _NATIONAL = re.compile(r"^0[1-9][0-9 ./\-]{2,30}$")
 _SEPARATORS = str.maketrans("", "", " ./-")
 
-#: the number types phonenumbers tries, in its order; a number is valid when it fits one
-_TYPE_DESCS = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager",
-               "uan", "voicemail", "fixed_line", "mobile")  # fmt: skip
+#: the number types phonenumbers knows; a number is valid when it fits one. The common ones
+#: come first: the regex tries the alternatives in this order (the verdict does not depend
+#: on it, the time does: a subscriber number no longer fails eight rare types first)
+_TYPE_DESCS = ("fixed_line", "mobile", "toll_free", "voip", "shared_cost", "premium_rate",
+               "personal_number", "pager", "uan", "voicemail")  # fmt: skip
 
 
 def _desc_pattern(desc: Any) -> str | None:
