@@ -351,9 +351,11 @@ class SqliteLoader:
         if found:
             merges = []
             dropped = dedupe(batch.keyed, found, merges)
-        keep = [r for r in range(len(batch.keyed)) if r not in dropped]
-        if not keep:
+        keep = [r for r in range(len(batch.keyed)) if r not in dropped] if dropped else None
+        if keep is not None and not keep:
             return Written(merges, len(dropped), [])
+        if not batch.keyed:
+            return Written(merges, 0, [])
         if dropped:
             db.executemany("INSERT INTO stage.s_drop VALUES (?)", ((r,) for r in dropped))
         fids = [fid for (fid,) in db.execute(sql["field_ids"])]
@@ -369,11 +371,12 @@ class SqliteLoader:
         ts = sqlite_datetime(dt.datetime.now(dt.UTC))
         for stmt in sql["inserts_kept" if dropped else "inserts"]:
             db.execute(stmt, {"off": offset, "ts": ts})
-        ids = [offset + keep[0], offset + keep[-1]]
+        first, last = (keep[0], keep[-1]) if keep else (0, len(batch.keyed) - 1)
+        ids = [offset + first, offset + last]
         after = {
             "file": self.file_name,
             "lines": [batch.first_line, batch.end_line],
-            "customers": len(keep),
+            "customers": len(batch.keyed) - len(dropped),
         }
         db.execute(
             "INSERT INTO main.crm_audit (at, actor, entity, entity_id, action, before, after) "
