@@ -122,7 +122,7 @@ class ImportUsageError(Exception):
 
 @dataclass(slots=True)
 class ImportOptions:
-    #: lines per transaction; None: 20,000 into SQLite, 5,000 elsewhere
+    #: lines per transaction; None: 40,000 into SQLite, 5,000 elsewhere
     batch_size: int | None = None
     resume: bool = False
     report_path: Path | None = None
@@ -1064,7 +1064,7 @@ _worker: dict[str, Any] = {}
 PROCESS_MIN_BYTES = 4 << 20
 #: lines per batch: SQLite (bigger transactions write each touched index page fewer times)
 #: and other databases (a batch is one INSERT per table through SQLAlchemy)
-SQLITE_BATCH = 20_000
+SQLITE_BATCH = 40_000
 PORTABLE_BATCH = 5000
 #: worker processes of a SQLite import, at most (the writes are serial: more only parse)
 MAX_WORKERS = 2

@@ -55,7 +55,7 @@ def register(sub: Any) -> None:
         "--batch",
         type=int,
         default=None,
-        help="lines per transaction (default 20000 into SQLite, 5000 into PostgreSQL); bigger "
+        help="lines per transaction (default 40000 into SQLite, 5000 into PostgreSQL); bigger "
         "batches import faster (each touched index page is written once per transaction) but "
         "hold more rows in memory and redo more after a crash",
     )
