@@ -34,7 +34,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -71,9 +71,12 @@ class Range:
     end_line: int
 
 
-def split_ranges(f: IO[bytes], start: int, line: int, lines: int) -> Iterator[Range]:
+def split_ranges(
+    f: IO[bytes], start: int, line: int, lines: int | Callable[[int, int, int], int]
+) -> Iterator[Range]:
     """Cut the file from ``start`` into ranges of about ``lines`` lines, each ending where a
-    record ends.
+    record ends. ``lines`` may be a plan instead: (range number, bytes and lines cut so
+    far) -> lines of the next range.
 
     A line break inside a quoted field does not end a record: the quote characters seen
     since the range's start are counted and a range is only cut where their number is even
@@ -86,9 +89,16 @@ def split_ranges(f: IO[bytes], start: int, line: int, lines: int) -> Iterator[Ra
     buf = b""
     base = start  # file offset of buf[0]
     eof = False
+    k = 0
+    first_line = line
+
+    def n_done(at: int) -> int:
+        return at - first_line
+
     while True:
-        # a range: `lines` line ends from buf[0], then more while the quotes are unbalanced
-        pos, n, need = 0, 0, max(lines, 1)
+        # a range: `need` line ends from buf[0], then more while the quotes are unbalanced
+        need = lines if isinstance(lines, int) else lines(k, base - start, n_done(line))
+        pos, n, need = 0, 0, max(need, 1)
         quotes = 0
         counted = 0  # quotes counted up to buf[counted]
         while True:
@@ -116,7 +126,25 @@ def split_ranges(f: IO[bytes], start: int, line: int, lines: int) -> Iterator[Ra
         yield Range(base, base + pos, line, line + n)
         base += pos
         line += n
+        k += 1
         buf = buf[pos:]
+
+
+def ramped(lines: int, size: int) -> Callable[[int, int, int], int]:
+    """A plan for :func:`split_ranges` on a file of ``size`` bytes (from where it starts):
+    ranges of ``lines`` lines, but a quarter of that for the first one and for the last
+    ones. Two workers start parsing together; with equal first ranges the second one would
+    finish with nothing to do until the first one's write is over. At the end, the very last
+    write runs while the other worker has nothing left, so it should be short."""
+    small = max(lines // 4, 1)
+
+    def plan(k: int, done_bytes: int, done_lines: int) -> int:
+        if k == 0:
+            return small
+        left = (size - done_bytes) * done_lines / max(done_bytes, 1)  # lines, estimated
+        return small if left < lines else lines
+
+    return plan
 
 
 #: (first line, last line, fields, error) of a record

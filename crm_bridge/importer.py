@@ -67,6 +67,7 @@ from crm_bridge.bulkload import (
     LoaderPool,
     Staged,
     deferrable_indexes,
+    ramped,
     restore_indexes,
     split_ranges,
     sqlite_file,
@@ -786,7 +787,9 @@ class Importer:
             write_statements(),
         )
         await pool.start(args)
-        ranges = split_ranges(f, start_offset, start_line, self.opt.batch_size or SQLITE_BATCH)
+        lines = self.opt.batch_size or SQLITE_BATCH
+        plan = ramped(lines, size - start_offset) if lines >= RAMP_MIN_LINES else lines
+        ranges = split_ranges(f, start_offset, start_line, plan)
         inflight: deque[tuple[int, asyncio.Future[Staged]]] = deque()
 
         def feed(worker: int) -> None:
@@ -1065,6 +1068,8 @@ PROCESS_MIN_BYTES = 4 << 20
 #: lines per batch: SQLite (bigger transactions write each touched index page fewer times)
 #: and other databases (a batch is one INSERT per table through SQLAlchemy)
 SQLITE_BATCH = 40_000
+#: batches of this many lines and more start and end with shorter ranges (bulkload.ramped)
+RAMP_MIN_LINES = 1000
 PORTABLE_BATCH = 5000
 #: worker processes of a SQLite import, at most (the writes are serial: more only parse)
 MAX_WORKERS = 2

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.adapter import Identity
-from crm_bridge.bulkload import deferrable_indexes, records, split_ranges
+from crm_bridge.bulkload import deferrable_indexes, ramped, records, split_ranges
 from crm_bridge.csvio import CsvSource
 from crm_bridge.db import migrate
 from crm_bridge.importer import ImportOptions, SimulatedCrash, default_paths, import_csv
@@ -48,9 +48,15 @@ _cell = st.text(alphabet=st.sampled_from(list('ab ,"\n;é\x00')), max_size=6)
     lines=st.integers(1, 7),
     newline_at_end=st.booleans(),
     crlf=st.booleans(),
+    ramp=st.booleans(),
 )
 def test_ranges_cut_only_where_a_record_ends(
-    rows: list[list[str]], blank: list[int], lines: int, newline_at_end: bool, crlf: bool
+    rows: list[list[str]],
+    blank: list[int],
+    lines: int,
+    newline_at_end: bool,
+    crlf: bool,
+    ramp: bool,
 ) -> None:
     """Whatever the quoting (commas, quotes and line breaks inside fields), the records of
     the ranges parsed one by one are the records of the whole file, with the same lines."""
@@ -70,7 +76,8 @@ def test_ranges_cut_only_where_a_record_ends(
     data = text.encode()
     whole = _records(data)
     got: list[tuple[int, list[str], str]] = []
-    ranges = list(split_ranges(io.BytesIO(data), 0, 0, lines))
+    plan = ramped(lines, len(data)) if ramp else lines  # shorter first and last ranges
+    ranges = list(split_ranges(io.BytesIO(data), 0, 0, plan))
     pos, line = 0, 0
     for rng in ranges:
         assert (rng.start, rng.line) == (pos, line)  # contiguous, nothing skipped
@@ -79,6 +86,15 @@ def test_ranges_cut_only_where_a_record_ends(
         pos, line = rng.end, rng.end_line
     assert pos == len(data)
     assert got == whole
+
+
+def test_a_ramped_plan_starts_and_ends_short() -> None:
+    sizes = [
+        r.end_line - r.line
+        for r in split_ranges(io.BytesIO(b"x,1\n" * 1000), 0, 0, ramped(100, 4000))
+    ]
+    assert sum(sizes) == 1000
+    assert sizes[0] == 25 and set(sizes[1:10]) == {100} and set(sizes[10:]) == {25}
 
 
 def _big_file(path: Path, n: int, first: int = 0) -> Path:
