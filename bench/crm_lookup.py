@@ -28,7 +28,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from crm_bridge.adapter import Identity
 from crm_bridge.db import make_engine, migrate
@@ -181,14 +180,14 @@ async def main() -> None:
         await migrate(url)
         engine = make_engine(url)
         try:
-            have: Any = 0
+            have: list[int] = [0, 0, 0]
             if args.reuse:
                 async with engine.connect() as conn:
-                    have = (
-                        await conn.exec_driver_sql("SELECT count(*) FROM crm_customer")
-                    ).scalar()
-            if have:
-                seeded = SeedResult(customers=int(have or 0))
+                    for i, table in enumerate(("crm_customer", "crm_phone", "crm_email")):
+                        n = (await conn.exec_driver_sql(f"SELECT count(*) FROM {table}")).scalar()
+                        have[i] = int(n or 0)
+            if have[0]:
+                seeded = SeedResult(customers=have[0], phones=have[1], emails=have[2])
             else:
                 seeded = await seed_database(engine, args.customers, args.seed, progress=None)
         finally:
