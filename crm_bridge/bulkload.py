@@ -30,6 +30,7 @@ import datetime as dt
 import gc
 import io
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -38,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from crm_bridge.batchrules import (
@@ -552,6 +554,16 @@ class LoaderError(Exception):
 _WORKER_MAIN = "import sys; from crm_bridge.bulkload import serve; serve(int(sys.argv[1]))"
 
 
+def _worker_env() -> dict[str, str]:
+    """This process's environment, with the directory this package was imported from first
+    on the path: the worker must import the same code even when it is run from a source
+    tree that is not installed."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def serve(fd: int) -> None:
     """A worker process's main: see :func:`_serve`.
 
@@ -627,6 +639,7 @@ class LoaderPool:
                     [sys.executable, "-c", _WORKER_MAIN, str(theirs.fileno())],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
+                    env=_worker_env(),
                 )
             self._pipes.append(Connection(mine.detach()))
             self._procs.append(proc)
