@@ -59,18 +59,22 @@ def name_values(name: str) -> tuple[str, ...]:
     return (key[: LIMITS["name"]], rkey[: LIMITS["name"]])
 
 
-def printable(s: str) -> str:
+def _printable(s: str) -> str:
     return "".join(ch if ch.isprintable() and not ("\ud800" <= ch <= "\udfff") else "?" for ch in s)
 
 
-def reject_reason(line: int, end_line: int, e: RowError) -> str:
-    """The reject report's reason; a field-count error in a record spanning lines is most
-    likely a quote that is never closed, and the report says so."""
+def reject_row(line: int, end_line: int, name: str, e: RowError) -> list[Any]:
+    """The reject report's row (line, reason, name) for a record the parser refused.
+
+    A field-count error in a record spanning lines is most likely a quote that is never
+    closed, and the reason says so; the name is shown cut and with unprintable characters
+    replaced (the report is read in a spreadsheet).
+    """
     reason = str(e)
     if end_line > line and reason.startswith("expected "):
         reason += f" (the record runs over lines {line}-{end_line}: a quote "
         reason += "that is never closed?)"
-    return reason
+    return [line, reason, _printable(name[:60])]
 
 
 def dedupe(

@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from crm_bridge.batchrules import (
+    NAME_COLUMNS,
     dedupe,
-    name_columns,
     name_values,
-    printable,
-    reject_reason,
+    reject_row,
     sqlite_datetime,
 )
-from crm_bridge.csvio import Layout, RowError, RowParser
+from crm_bridge.csvio import Layout, RowError, RowParser, is_blank, unreadable
 from crm_bridge.customfields import FieldDef
 
 if TYPE_CHECKING:  # the worker processes need neither (each import costs their start-up)
@@ -93,13 +92,9 @@ def split_ranges(
     eof = False
     k = 0
     first_line = line
-
-    def n_done(at: int) -> int:
-        return at - first_line
-
     while True:
         # a range: `need` line ends from buf[0], then more while the quotes are unbalanced
-        need = lines if isinstance(lines, int) else lines(k, base - start, n_done(line))
+        need = lines if isinstance(lines, int) else lines(k, base - start, line - first_line)
         pos, n, need = 0, 0, max(need, 1)
         quotes = 0
         counted = 0  # quotes counted up to buf[counted]
@@ -168,9 +163,9 @@ def records(data: bytes, line: int, delimiter: str = ",") -> Iterator[RecordTupl
         except StopIteration:
             return
         except csv.Error as e:
-            yield line + before + 1, line + reader.line_num, [], f"unreadable CSV: {e}"
+            yield line + before + 1, line + reader.line_num, [], unreadable(e)
             continue
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
+        if is_blank(fields):
             continue
         yield line + before + 1, line + reader.line_num, fields, ""
 
@@ -202,7 +197,7 @@ class Written:
 
 #: (staging table, its columns) in the order the loader writes them
 _STAGE = {
-    "s_customer": ("r", "kind", "name", "name_key", "name_rkey", "street", "postcode", "city",
+    "s_customer": ("r", "kind", "name", *NAME_COLUMNS, "street", "postcode", "city",
                    "country", "segment", "vip", "language", "time_zone"),
     "s_phone": ("r", "raw", "e164", "extension", "kind", "position"),
     "s_email": ("r", "email", "position"),
@@ -290,8 +285,7 @@ class SqliteLoader:
             try:
                 p = parse(line, fields)
             except RowError as err:
-                shown = printable(parser.name_of(fields)[:60])
-                rejects.append([line, reject_reason(line, end_line, err), shown])
+                rejects.append(reject_row(line, end_line, parser.name_of(fields), err))
                 continue
             r = len(keyed)
             c = p.customer
@@ -381,11 +375,10 @@ class SqliteLoader:
         if found:
             merges = []
             dropped = dedupe(batch.keyed, found, merges)
-        keep = [r for r in range(len(batch.keyed)) if r not in dropped] if dropped else None
-        if keep is not None and not keep:
+        rows = range(len(batch.keyed))
+        kept = len(rows) - len(dropped)
+        if kept == 0:
             return Written(merges, len(dropped), [])
-        if not batch.keyed:
-            return Written(merges, 0, [])
         if dropped:
             db.executemany("INSERT INTO stage.s_drop VALUES (?)", ((r,) for r in dropped))
         fids = [fid for (fid,) in db.execute(sql["field_ids"])]
@@ -401,12 +394,13 @@ class SqliteLoader:
         ts = sqlite_datetime(dt.datetime.now(dt.UTC))
         for stmt in sql["inserts_kept" if dropped else "inserts"]:
             db.execute(stmt, {"off": offset, "ts": ts})
-        first, last = (keep[0], keep[-1]) if keep else (0, len(batch.keyed) - 1)
+        first = next(r for r in rows if r not in dropped)
+        last = next(r for r in reversed(rows) if r not in dropped)
         ids = [offset + first, offset + last]
         after = {
             "file": self.file_name,
             "lines": [batch.first_line, batch.end_line],
-            "customers": len(batch.keyed) - len(dropped),
+            "customers": kept,
         }
         db.execute(
             "INSERT INTO main.crm_audit (at, actor, entity, entity_id, action, before, after) "
@@ -483,9 +477,8 @@ def write_statements() -> dict[str, Any]:
     from crm_bridge.models import Customer, CustomFieldValue, Email, ExternalId, Phone
 
     kept = " WHERE r NOT IN (SELECT r FROM stage.s_drop)"
-    name_cols = name_columns()
     given = {
-        Customer: ["id", "kind", "name", *name_cols, "street", "postcode", "city",
+        Customer: ["id", "kind", "name", *NAME_COLUMNS, "street", "postcode", "city",
                    "country", "segment", "vip", "language", "time_zone", "created_at",
                    "updated_at"],
         Phone: ["customer_id", "raw", "e164", "extension", "kind", "position"],
@@ -494,7 +487,7 @@ def write_statements() -> dict[str, Any]:
     }  # fmt: skip
     sources = {
         Customer: ("s_customer", "r + :off, kind, name, "
-                   + "".join(f"{c}, " for c in name_cols)
+                   + "".join(f"{c}, " for c in NAME_COLUMNS)
                    + "street, postcode, city, country, segment, vip, language, time_zone, "
                    ":ts, :ts", ""),
         Phone: ("s_phone", "r + :off, raw, e164, extension, kind, position", " ORDER BY e164"),

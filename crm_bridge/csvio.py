@@ -637,11 +637,21 @@ class CsvSource:
             except StopIteration:
                 return
             except csv.Error as e:
-                yield Record(start, [], self.offset, self.line, error=f"unreadable CSV: {e}")
+                yield Record(start, [], self.offset, self.line, error=unreadable(e))
                 continue
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
+            if is_blank(fields):
+                continue
             yield Record(start, fields, self.offset, self.line)
+
+
+def is_blank(fields: list[str]) -> bool:
+    """A blank line (nothing but white space): every reader skips it."""
+    return not fields or (len(fields) == 1 and not fields[0].strip())
+
+
+def unreadable(e: csv.Error) -> str:
+    """The reject reason of a record the csv module cannot read."""
+    return f"unreadable CSV: {e}"
 
 
 def sniff_delimiter(first_line: bytes) -> str:

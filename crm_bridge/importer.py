@@ -59,8 +59,7 @@ from crm_bridge.batchrules import (
     dedupe,
     name_columns,
     name_values,
-    printable,
-    reject_reason,
+    reject_row,
     sqlite_datetime,
 )
 from crm_bridge.bulkload import (
@@ -390,26 +389,11 @@ async def _existing(
     """{(key kind, value): customer id} for the batch's keys already in the store."""
     found: dict[tuple[str, str], int] = {}
 
-    sqlite = is_sqlite(conn)
-
     async def probe(kind: str, col: Any, cust: Any, values: set[str], *where: Any) -> None:
         vals = list(values)
         for i in range(0, len(vals), _IN_CHUNK):
             chunk = vals[i : i + _IN_CHUNK]
-            if sqlite:
-                # straight to the driver: compiling an expanding IN of 2,000 values through
-                # SQLAlchemy costs more than SQLite's index probes
-                sql = (
-                    f"SELECT {col.name}, {cust.name} FROM {col.table.name} "
-                    f"WHERE {col.name} IN ({', '.join('?' * len(chunk))})"
-                )
-                params: tuple[Any, ...] = tuple(chunk)
-                if where:
-                    sql += " AND id_type = ?"
-                    params += (kind,)
-                rows: Any = (await conn.exec_driver_sql(sql, params)).all()
-            else:
-                rows = (await conn.execute(select(col, cust).where(col.in_(chunk), *where))).all()
+            rows = (await conn.execute(select(col, cust).where(col.in_(chunk), *where))).all()
             for v, cid in rows:
                 found.setdefault((kind, v), cid)
 
@@ -534,7 +518,7 @@ class Importer:
                 # worker processes start now: their start-up overlaps the checks below
                 workers = 0
                 if _use_process(self.opt.parse_process, size - header_end):
-                    workers = max(2, min(os.cpu_count() or 1, MAX_WORKERS))
+                    workers = SQLITE_WORKERS
                 pool = LoaderPool(workers)
             try:
                 await self._run_file(
@@ -1027,8 +1011,7 @@ def _prepare(batch: _Batch, parser: RowParser) -> _Prepared:
         try:
             p = parse(rec.line, rec.fields)
         except RowError as e:
-            shown = printable(parser.name_of(rec.fields)[:60])
-            rejects.append([rec.line, reject_reason(rec.line, rec.end_line, e), shown])
+            rejects.append(reject_row(rec.line, rec.end_line, parser.name_of(rec.fields), e))
             continue
         p.name_keys = name_values(p.customer["name"])
         good.append(p)
@@ -1071,8 +1054,8 @@ SQLITE_BATCH = 40_000
 #: batches of this many lines and more start and end with shorter ranges (bulkload.ramped)
 RAMP_MIN_LINES = 1000
 PORTABLE_BATCH = 5000
-#: worker processes of a SQLite import, at most (the writes are serial: more only parse)
-MAX_WORKERS = 2
+#: worker processes of a SQLite import (the writes are serial: a third one measured no gain)
+SQLITE_WORKERS = 2
 #: the customer search indexes are rebuilt after the import from this many rows (estimated)
 #: on, when the store has fewer customers than that
 DEFER_MIN_ROWS = 50_000
