@@ -19,7 +19,7 @@ from crm_bridge.adapter import iso
 from crm_bridge.db import utcnow
 from crm_bridge.models import LIMITS, audit_t
 
-__all__ = ["AuditView", "audit", "diff", "read_audit"]
+__all__ = ["AuditView", "audit", "audit_row", "diff", "read_audit"]
 
 _T = audit_t
 
@@ -42,6 +42,28 @@ def diff(
     return {k: _json(before.get(k)) for k in keys}, {k: _json(after[k]) for k in keys}
 
 
+def audit_row(
+    *,
+    actor: str,
+    entity: str,
+    entity_id: str | int,
+    action: str,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    """The parameters of one audit entry (for writers that insert many at once)."""
+    return {
+        "at": at or utcnow(),
+        "actor": (actor or "system")[: LIMITS["actor"]],
+        "entity": entity,
+        "entity_id": str(entity_id),
+        "action": action,
+        "before": None if before is None else _json(before),
+        "after": None if after is None else _json(after),
+    }
+
+
 async def audit(
     conn: AsyncConnection,
     *,
@@ -53,18 +75,16 @@ async def audit(
     after: Mapping[str, Any] | None = None,
     at: datetime | None = None,
 ) -> None:
-    await conn.execute(
-        insert(_T),
-        {
-            "at": at or utcnow(),
-            "actor": (actor or "system")[: LIMITS["actor"]],
-            "entity": entity,
-            "entity_id": str(entity_id),
-            "action": action,
-            "before": None if before is None else _json(before),
-            "after": None if after is None else _json(after),
-        },
+    row = audit_row(
+        actor=actor,
+        entity=entity,
+        entity_id=entity_id,
+        action=action,
+        before=before,
+        after=after,
+        at=at,
     )
+    await conn.execute(insert(_T), row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,7 +70,7 @@ from crm_bridge.adapter import (
     PhoneView,
     ValidationFailed,
 )
-from crm_bridge.audit import AuditView, audit, diff, read_audit
+from crm_bridge.audit import AuditView, audit, audit_row, diff, read_audit
 from crm_bridge.customfields import (
     FieldDef,
     coerce_all,
@@ -537,27 +537,6 @@ def _chunks(items: Sequence[int], n: int) -> list[Sequence[int]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
-def _audit_row(
-    actor: str,
-    entity_id: int,
-    action: str,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
-    at: datetime,
-) -> dict[str, Any]:
-    """One audit entry of an interaction, as :func:`crm_bridge.audit.audit` writes it (the
-    values already JSON-ready: they come from :func:`crm_bridge.audit.diff`)."""
-    return {
-        "at": at,
-        "actor": (actor or "system")[: LIMITS["actor"]],
-        "entity": "interaction",
-        "entity_id": str(entity_id),
-        "action": action,
-        "before": before,
-        "after": after,
-    }
-
-
 def _record_many_sync(conn: Connection, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
     """The body of :meth:`BuiltinCrm.record_interactions`, inside the caller's transaction
     (synchronous, run through ``run_sync``: one implementation for every driver)."""
@@ -627,7 +606,15 @@ def _record_round(
         updates.setdefault(tuple(sorted(changes)), []).append(
             {**changes, "updated_at": now, "_id": old["id"]}
         )
-        audits[i] = _audit_row(actor, old["id"], "update", before, after, now)
+        audits[i] = audit_row(
+            actor=actor,
+            entity="interaction",
+            entity_id=old["id"],
+            action="update",
+            before=before,
+            after=after,
+            at=now,
+        )
     if fresh:
         inserted = conn.execute(
             _INSERT_LEG,
@@ -639,7 +626,14 @@ def _record_round(
             iid = id_of[(vals["channel"], vals["call_id"], vals["leg"])]
             ids[i] = str(iid)
             after = diff({}, {k: v for k, v in vals.items() if v not in (None, "")})[1]
-            audits[i] = _audit_row(actor, iid, "create", None, after, now)
+            audits[i] = audit_row(
+                actor=actor,
+                entity="interaction",
+                entity_id=iid,
+                action="create",
+                after=after,
+                at=now,
+            )
     for params in updates.values():
         conn.execute(_UPDATE_LEG, params)
     if audits:
