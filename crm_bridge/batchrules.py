@@ -27,17 +27,13 @@ def sqlite_datetime(v: dt.datetime | None) -> str | None:
 NAME_COLUMNS = ("name_key", "name_rkey")
 
 
-def name_columns() -> list[str]:
-    return list(NAME_COLUMNS)
-
-
 #: search key per word (bounded): names repeat their words, and the key of a name is the
 #: keys of its words joined (case folding and decomposition never cross a space)
 _WORD_KEYS: dict[str, str] = {}
 
 
 def name_values(name: str) -> tuple[str, ...]:
-    """Values for :func:`name_columns`, by the store's own rules (normalize.search_key...).
+    """Values for :data:`NAME_COLUMNS`, by the store's own rules (normalize.search_key...).
 
     The key is built word by word from a memo; the "last name first" key is
     normalize.search_key_last_first's rule applied to it. A property test holds both equal

@@ -56,8 +56,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_bridge.batchrules import (
+    NAME_COLUMNS,
     dedupe,
-    name_columns,
     name_values,
     reject_row,
     sqlite_datetime,
@@ -1200,7 +1200,7 @@ def _sort_for_indexes(rows: _Rows) -> None:
 
 async def _write(conn: AsyncConnection, rows: _Rows) -> None:
     _sort_for_indexes(rows)
-    await bulk_insert(conn, Customer, (*_CUSTOMER_COLS, *name_columns()), rows.customers)
+    await bulk_insert(conn, Customer, (*_CUSTOMER_COLS, *NAME_COLUMNS), rows.customers)
     await bulk_insert(conn, Phone, _PHONE_COLS, rows.phones)
     await bulk_insert(conn, Email, _EMAIL_COLS, rows.emails)
     await bulk_insert(conn, ExternalId, _ID_COLS, rows.ids)

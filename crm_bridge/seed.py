@@ -34,7 +34,7 @@ from typing import IO, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from crm_bridge.batchrules import name_columns, name_values, sqlite_datetime
+from crm_bridge.batchrules import NAME_COLUMNS, name_values, sqlite_datetime
 from crm_bridge.csvio import csv_writer, export_header, format_custom
 from crm_bridge.customfields import FieldDef
 from crm_bridge.importer import bulk_insert, ensure_fields, is_sqlite
@@ -361,7 +361,7 @@ class SeedError(Exception):
 _COLUMNS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "c": (Customer, ("id", "kind", "name", "street", "postcode", "city", "country", "segment",
                      "vip", "language", "time_zone", "created_at", "updated_at",
-                     *name_columns())),
+                     *NAME_COLUMNS)),
     "p": (Phone, ("customer_id", "raw", "e164", "extension", "kind", "position")),
     "e": (Email, ("customer_id", "email", "position")),
     "x": (ExternalId, ("customer_id", "id_type", "value")),

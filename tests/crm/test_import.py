@@ -341,10 +341,10 @@ async def test_empty_file_and_header_only(
 )
 def test_bulk_name_keys_follow_the_store_rules(name: str) -> None:
     from crm_bridge import normalize
-    from crm_bridge.batchrules import name_columns, name_values
+    from crm_bridge.batchrules import NAME_COLUMNS, name_values
 
     rules = {"name_key": normalize.search_key, "name_rkey": normalize.search_key_last_first}
-    assert name_values(name) == tuple(rules[c](name) for c in name_columns())
+    assert name_values(name) == tuple(rules[c](name) for c in NAME_COLUMNS)
 
 
 @settings(max_examples=400, deadline=None)
