@@ -52,6 +52,9 @@ class CrmSettings(_Strict):
     )
     recent_interactions: int = Field(default=10, ge=0, le=200)
     lookup_timeout: float = Field(default=0.15, gt=0)
+    #: at start, read a SQLite file up to this size into the OS cache (bigger files: only the
+    #: lookup indexes); lookups run off the event loop until that is done. 0 = never
+    preload_mb: int = Field(default=4096, ge=0)
     #: purposes that need an explicit opt-in before the dialer may call (others are allowed
     #: unless the customer opted out); the do-not-call list always wins
     consent_required_purposes: list[str] = Field(default_factory=lambda: ["marketing"])

@@ -113,6 +113,7 @@ from crm_bridge.normalize import (
     search_key_last_first,
     timezone_for_number,
 )
+from crm_bridge.preload import preload
 from crm_bridge.settings import CrmSettings
 
 __all__ = ["BuiltinCrm", "DispositionView"]
@@ -658,6 +659,8 @@ class BuiltinCrm:
         self._reader: Engine | None = self._make_reader() if self._sqlite else None
         self._raw: Any = None
         self._raw_thread = 0
+        #: inline reads allowed (false while warm_up brings the file into the OS cache)
+        self._inline = True
 
     @property
     def engine(self) -> AsyncEngine:
@@ -710,7 +713,7 @@ class BuiltinCrm:
 
     async def _read(self, fn: Callable[..., _R], *args: Any, limit_s: float | None = None) -> _R:
         """Run a synchronous read function on the fastest path this database allows."""
-        if self._reader is not None:
+        if self._reader is not None and self._inline:
             self._deadline = time.monotonic() + (limit_s or 3600.0)
             try:
                 with self._reader.connect() as conn:
@@ -729,7 +732,7 @@ class BuiltinCrm:
     ) -> _R:
         """Like :meth:`_read` for the hot path: ``fn`` gets a reader of prepared statements
         (raw sqlite3 inline on SQLite, SQLAlchemy on other databases)."""
-        if self._reader is not None:
+        if self._reader is not None and self._inline:
             if self._raw is not None and self._raw_thread != threading.get_ident():
                 self._drop_raw()  # sqlite3 connections belong to the thread that made them
             if self._raw is None:
@@ -846,10 +849,14 @@ class BuiltinCrm:
     # ------------------------------------------------------------------ identification
 
     async def warm_up(self) -> None:
-        """A lookup and a customer card before the first caller's: opening the inline reader,
-        loading the number metadata and compiling the lookup and card statements took the
-        first pops after a start ~10-50 ms."""
+        """Bring a SQLite file into the OS cache (see crm_bridge/preload.py: until then reads
+        run off the event loop), then a lookup and a customer card before the first caller's:
+        opening the inline reader, loading the number metadata and compiling the lookup and
+        card statements took the first pops after a start ~10-50 ms."""
         import phonenumbers
+
+        if self._reader is not None and self._settings.preload_mb > 0:
+            await self._preload(self._reader.url.database or "")
 
         example = phonenumbers.example_number(self._settings.default_region or "US")
         number = (
@@ -862,6 +869,21 @@ class BuiltinCrm:
             first = (await conn.execute(select(func.min(_C.c.id)))).scalar()
         if first is not None:
             await self.card(str(first))
+
+    async def _preload(self, database: str) -> None:
+        stop = threading.Event()
+        self._inline = False
+        try:
+            done = await asyncio.to_thread(preload, database, self._settings.preload_mb << 20, stop)
+            log.info(
+                "crm file preloaded",
+                mode=done.mode,
+                mib=round(done.bytes_read / 2**20, 1),
+                seconds=round(done.seconds, 2),
+            )
+        finally:
+            stop.set()  # cancelled (the daemon stops): the thread ends at its next chunk
+            self._inline = True
 
     async def identify(self, who: Identity) -> Identification:
         raw = who.number

@@ -99,8 +99,9 @@ class Daemon:
         links: dict[str, Any] = {}
         agents = AgentService(s.agents, links)
         crm, local_crm = _make_crm(s, engine)
-        # the first lookup pays for opening the reader and loading metadata: not a caller
-        await local_crm.warm_up()
+        # in the background: bringing a big CRM file into the OS cache takes seconds, and
+        # lookups meanwhile run off the event loop (crm_bridge/preload.py)
+        self._tasks.append(asyncio.create_task(self._warm_up(local_crm), name="crm-warm-up"))
         hub_ref: dict[str, Any] = {}
 
         async def snapshot(agent_id: str) -> dict[str, Any]:
@@ -176,6 +177,13 @@ class Daemon:
         # and --dump); full passes stay about as rare: 5000 gen-1 passes apart.
         gc.set_threshold(400, 2, 5000)
         log.info("cti server listening", url=self.url, ami_servers=[x.name for x in s.ami.servers])
+
+    @staticmethod
+    async def _warm_up(crm: Any) -> None:
+        try:
+            await crm.warm_up()
+        except Exception:  # a cold cache is slower, not broken: the daemon serves anyway
+            log.exception("crm warm-up failed")
 
     def _make_dialer(self, services: Services) -> None:
         from dialer.engine import Dialer
