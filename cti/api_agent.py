@@ -9,13 +9,16 @@ payload, so no request can act in another agent's name.
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ami.actions import ActionError, build_action
 from crm_bridge.adapter import (
@@ -33,9 +36,21 @@ from crm_bridge.adapter import (
 from crm_bridge.normalize import InvalidNumber, normalize_phone, timezone_for_number
 from cti.accounts import AccountError
 from cti.agents import AgentError
-from cti.api import ADMIN, ANY_ROLE, STAFF, ApiError, ApiRouter, Ctx, Strict
+from cti.api import (
+    ADMIN,
+    ANY_ROLE,
+    MAX_PATH_PARAM,
+    STAFF,
+    ApiError,
+    ApiRouter,
+    Ctx,
+    Route,
+    Strict,
+    _validation_fields,
+)
 from cti.auth import Principal, TokenError
 from cti.pops import CallNotFound, NotAnswered, NotYourCall
+from cti.services import Services
 
 log = structlog.get_logger(__name__)
 
@@ -1053,4 +1068,114 @@ async def create_agent(ctx: Ctx, body: NewAccountIn) -> AccountOut:
     return _account_out(p, body.display_name.strip())
 
 
-__all__ = ["ANY_ROLE", "router"]
+# --------------------------------------------------------------------------- websocket actions
+
+#: websocket message type -> the REST handler it runs, and the path parameter the message
+#: carries as a field (docs/protocol.md lists them)
+_SOCKET_HANDLERS: dict[str, tuple[Any, str | None]] = {
+    "note": (add_note, "call_id"),
+    "disposition": (set_disposition, "call_id"),
+    "link_cases": (link_cases, "call_id"),
+    "link_customer": (link_customer, "call_id"),
+    "search_customers": (search_customers, None),
+    "schedule_callback": (schedule_callback, None),
+    "dial": (dial, None),
+}
+#: websocket message type -> (route declaration, path parameter)
+SOCKET_ROUTES: dict[str, tuple[Route, str | None]] = {
+    kind: (next(r for r in router.routes if r.handler is fn), param)
+    for kind, (fn, param) in _SOCKET_HANDLERS.items()
+}
+#: the envelope fields of a websocket message (not part of the REST body)
+_ENVELOPE = ("type", "id")
+
+
+def _field(name: str | None) -> str:
+    """A REST field name (`body.number`, `query.q`) as the websocket message's key."""
+    if not name:
+        return ""
+    for prefix in ("body.", "query."):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return "" if name in ("body", "query") else name
+
+
+def _refused(code: str, message: str, status: int, fields: list[tuple[str, str]]) -> Exception:
+    from cti.ws import SocketActionError
+
+    return SocketActionError(
+        code,
+        message,
+        status=status,
+        fields=[{"field": f, "message": m} for f, m in fields],
+    )
+
+
+async def socket_action(
+    request: web.Request,
+    services: Services,
+    principal: Principal,
+    kind: str,
+    msg: dict[str, Any],
+) -> Any:
+    """Run the REST endpoint behind websocket message `kind` for `principal`: the message's
+    fields (without `type` and `id`) are the request body, `call_id` the path parameter where
+    the endpoint has one. Same models, same strict validation, same handler, same authorization
+    as over HTTP; the answer is the REST response body. Refusals raise SocketActionError with
+    the REST error code and status."""
+    entry = SOCKET_ROUTES.get(kind)
+    if entry is None:
+        raise _refused("unknown_type", f"unknown message type {kind[:40]!r}", 400, [])
+    route, param = entry
+    if route.roles is not None and principal.role not in route.roles:
+        raise _refused("forbidden", f"this needs one of the roles: {sorted(route.roles)}", 403, [])
+    payload = {k: v for k, v in msg.items() if k not in _ENVELOPE}
+    params: dict[str, str] = {}
+    if param is not None:
+        value = payload.pop(param, None)
+        if not isinstance(value, str) or not value:
+            raise _refused(
+                "invalid_body", f"{param} is required", 422, [(param, "a non-empty string")]
+            )
+        pattern = route.path_patterns.get(param)
+        if len(value) > MAX_PATH_PARAM or (
+            pattern is not None and not re.fullmatch(pattern, value)
+        ):
+            raise _refused("not_found", f"no such {param}", 404, [(param, "unknown or too long")])
+        params[param] = value
+    query: Any = None
+    body: Any = None
+    try:
+        if route.query is not None:
+            query = route.query.model_validate(payload)
+        if route.body is not None:
+            # the REST path's exact parsing: strict JSON validation of the same model
+            body = route.body.model_validate_json(json.dumps(payload), strict=True)
+    except ValidationError as e:
+        raise _refused(
+            "invalid_body",
+            "the message is invalid",
+            422,
+            [(_field(f), m) for f, m in _validation_fields(e, "body")],
+        ) from None
+    ctx = Ctx(request, services, principal, params, query)
+    try:
+        result = await route.handler(ctx, body)
+    except ApiError as e:
+        fields = [(_field(e.field), e.message)] if e.field else []
+        raise _refused(e.code, e.message, e.status, fields) from None
+    except ValidationError as e:
+        raise _refused(
+            "invalid_body",
+            "the message is invalid",
+            422,
+            [(_field(f), m) for f, m in _validation_fields(e, "body")],
+        ) from None
+    if result is None or route.response is None:
+        return None
+    if not isinstance(result, route.response):
+        result = route.response.model_validate(result)
+    return result.model_dump(mode="json")
+
+
+__all__ = ["ANY_ROLE", "SOCKET_ROUTES", "router", "socket_action"]

@@ -10,6 +10,10 @@ that queue is full the connection is closed with 4008 (too slow).
 Stream messages (`pop`, `call.update`, `agent.state`, ...) carry `seq`; replies to one
 connection (`pong`, `result`, `error` about a frame) do not and are never replayed. `hello`
 and `snapshot` carry the stream position they describe.
+
+Each connection also watches the expiry of the access token it authenticated with: exactly one
+timer handle per connection (first `token.expiring`, then the close with 4002), re-armed when
+the client re-authenticates on the socket. No task per connection, no periodic sweep.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ class HubStats:
     dropped_unacked: int = 0  # closed 4008: too many messages without an ack
     resumed: int = 0
     snapshots: int = 0
+    expired: int = 0  # closed 4002: the token expired without a re-authentication
+    reauthenticated: int = 0  # tokens renewed on an open socket
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -92,9 +98,11 @@ class Connection:
         "acked",
         "agent_id",
         "closing",
+        "expires_at",
         "last_seq",
         "out",
         "ready",
+        "timer",
         "wake",
         "writer",
         "ws",
@@ -111,6 +119,10 @@ class Connection:
         #: highest stream seq the client acknowledged / was handed
         self.acked = acked
         self.last_seq = acked
+        #: when the access token behind this socket expires (wall clock); None: never
+        self.expires_at: float | None = None
+        #: the one token timer of this socket (warning, then expiry)
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Stream:
@@ -133,10 +145,13 @@ class Hub:
         settings: WebSettings,
         snapshot: Callable[[str], Awaitable[dict[str, Any]]],
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._snapshot = snapshot
         self._clock = clock
+        #: token expiry times are wall-clock (the token's `exp`)
+        self._wall = wall_clock
         self._streams: dict[str, _Stream] = {}
         self._queue_limit = settings.ws_send_queue
         self._max_unacked = settings.ws_max_unacked
@@ -213,9 +228,11 @@ class Hub:
         last_seq: int | None = None,
         stream: str | None = None,
         agent: dict[str, Any] | None = None,
+        expires_at: float | None = None,
     ) -> Connection:
         """Register an authenticated socket: `hello`, then either the messages it missed
-        (resume) or a fresh `snapshot`, then live messages. Raises if the snapshot fails."""
+        (resume) or a fresh `snapshot`, then live messages. Raises if the snapshot fails.
+        `expires_at`: when the socket's access token expires (see `watch_token`)."""
         st = self._stream(agent_id)
         self._trim(st, self._clock())
         start = st.seq
@@ -248,6 +265,7 @@ class Hub:
                             "max_message_bytes": self._settings.max_ws_message_bytes,
                             "max_unacked": self._max_unacked,
                         },
+                        **({} if expires_at is None else {"token_expires_at": expires_at}),
                     },
                 }
             )
@@ -274,7 +292,59 @@ class Hub:
             conn.ready = True
             conn.writer = asyncio.create_task(self._write_loop(conn), name=f"ws-writer-{agent_id}")
             conn.wake.set()
+            if expires_at is not None:
+                self.watch_token(conn, expires_at)
         return conn
+
+    # -- token expiry ------------------------------------------------------------------------
+
+    def watch_token(self, conn: Connection, expires_at: float) -> None:
+        """(Re-)arm the socket's token timer: `token.expiring` `ws_reauth_warning_seconds`
+        before `expires_at`, the close with 4002 at `expires_at`. A re-authentication calls
+        this again with the new token's expiry, which replaces the pending timer."""
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        conn.expires_at = expires_at
+        if conn.closing:
+            return
+        loop = asyncio.get_running_loop()
+        delay = expires_at - self._settings.ws_reauth_warning_seconds - self._wall()
+        conn.timer = loop.call_later(max(delay, 0.0), self._token_warning, conn)
+
+    def _token_warning(self, conn: Connection) -> None:
+        conn.timer = None
+        if conn.closing or conn.expires_at is None:
+            return
+        left = conn.expires_at - self._wall()
+        if left <= 0:
+            self._token_expired(conn)
+            return
+        self.reply(
+            conn,
+            "token.expiring",
+            {"expires_at": conn.expires_at, "seconds_left": round(left, 3)},
+        )
+        conn.timer = asyncio.get_running_loop().call_later(left, self._token_expired, conn)
+
+    def _token_expired(self, conn: Connection) -> None:
+        conn.timer = None
+        if conn.closing or conn.expires_at is None:
+            return
+        left = conn.expires_at - self._wall()
+        if left > 0:  # a timer that fired a hair early
+            conn.timer = asyncio.get_running_loop().call_later(left, self._token_expired, conn)
+            return
+        self.stats.expired += 1
+        self._drop(
+            conn,
+            CLOSE_TOKEN_EXPIRED,
+            "token expired",
+            error={
+                "code": "token_expired",
+                "message": "the access token expired: refresh it, then reconnect and resume",
+            },
+        )
 
     def ack(self, conn: Connection, seq: int) -> bool:
         """Record a cumulative acknowledgement; False when it names a seq never sent."""
@@ -290,6 +360,9 @@ class Hub:
         conn.closing = True
         conn.out.clear()
         conn.wake.set()
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
         st = self._streams.get(conn.agent_id)
         if st is not None and conn in st.conns:
             st.conns.remove(conn)
@@ -300,16 +373,34 @@ class Hub:
         if writer is not None and writer is not asyncio.current_task():
             writer.cancel()
 
-    def _drop(self, conn: Connection, code: int, reason: str) -> None:
+    def _drop(
+        self, conn: Connection, code: int, reason: str, error: dict[str, Any] | None = None
+    ) -> None:
+        """Close a socket from the server side; `error`: an `error` message written just
+        before the close frame (after detach, so nothing else is written in between)."""
         if conn.closing:
             return
         log.info("websocket dropped", agent=conn.agent_id, code=code, reason=reason)
         self.detach(conn)
-        task = asyncio.get_running_loop().create_task(self._close(conn, code, reason))
+        task = asyncio.get_running_loop().create_task(self._close(conn, code, reason, error))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _close(self, conn: Connection, code: int, reason: str) -> None:
+    def close_connection(
+        self, conn: Connection, code: int, reason: str, error: dict[str, Any] | None = None
+    ) -> None:
+        """Close one socket now (e.g. a re-authentication was refused)."""
+        self._drop(conn, code, reason, error)
+
+    async def _close(
+        self, conn: Connection, code: int, reason: str, error: dict[str, Any] | None = None
+    ) -> None:
+        if error is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    conn.ws.send_str(encode({"type": "error", "data": error})),
+                    self._settings.ws_close_timeout,
+                )
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(
                 conn.ws.close(code=code, message=reason.encode()),

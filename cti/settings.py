@@ -59,6 +59,9 @@ class WebSettings(_Strict):
     ws_heartbeat_seconds: float = Field(20.0, ge=0)
     #: how long closing a socket may wait for the peer before the TCP connection is cut
     ws_close_timeout: float = Field(2.0, gt=0)
+    #: an open websocket gets `token.expiring` this long before its access token expires
+    #: (the client re-authenticates on the socket; without that it is closed with 4002)
+    ws_reauth_warning_seconds: float = Field(30.0, ge=0)
     #: the CRM lookup may delay a pop at most this long
     pop_deadline_ms: int = Field(150, ge=10, le=5000)
 

@@ -1,13 +1,20 @@
-"""The agents' websocket endpoint (GET /ws): authentication, acks, and a few agent actions.
+"""The agents' websocket endpoint (GET /ws): authentication and re-authentication, acks, and
+the agent actions.
 
 The protocol is described in docs/protocol.md (schema: docs/protocol.schema.json). This module
 only reads frames; everything written to the socket goes through the hub's per-connection
 writer, so a slow client never blocks the reading side or anybody else.
+
+Call work sent over the socket (notes, disposition, cases, customer, search, callback, dial)
+runs the very REST handlers of `cti.api_agent` (see `socket_action` there): one set of
+validation and authorization rules for both ways in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,7 +22,7 @@ from typing import Any
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from cti.auth import TokenError, TokenService
+from cti.auth import Principal, TokenError, TokenService
 from cti.hub import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_BAD_TOKEN,
@@ -34,6 +41,43 @@ log = structlog.get_logger(__name__)
 
 #: after this many bad frames in a row the client is assumed broken and closed with 4003
 MAX_CONSECUTIVE_ERRORS = 20
+
+#: runs one call-work action for a principal: (principal, type, message) -> the result's
+#: JSON body; raises `SocketActionError` when refused (cti.api_agent.socket_action)
+ActionRunner = Callable[[Principal, str, dict[str, Any]], Awaitable[Any]]
+#: the agent-state actions handled here directly
+STATE_ACTIONS = frozenset({"pause", "unpause", "end_wrap_up"})
+
+
+class SocketActionError(Exception):
+    """An action sent over the socket was refused: the `error` reply's code, message and
+    (as in the REST error body) the HTTP status and the offending fields."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int = 422,
+        fields: list[dict[str, str]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.fields = fields or []
+
+
+def token_expiry(token: str) -> float | None:
+    """The `exp` claim of an access token that `TokenService.verify_access` just accepted
+    (the signature is checked there; this only reads the payload half)."""
+    try:
+        body = token.split(".", 1)[0]
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int) else None
 
 
 class CtiWebSocket(web.WebSocketResponse):
@@ -87,7 +131,24 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             return True
         return view is not None and not view.disabled
 
-    await serve_socket(ws, svc.settings.web, svc.tokens, svc.hub, svc.agents, account_ok=account_ok)
+    actions: ActionRunner | None = None
+    if svc.pops is not None and svc.crm is not None:
+        from cti.api_agent import socket_action
+
+        async def run_action(principal: Principal, kind: str, msg: dict[str, Any]) -> Any:
+            return await socket_action(request, svc, principal, kind, msg)
+
+        actions = run_action
+
+    await serve_socket(
+        ws,
+        svc.settings.web,
+        svc.tokens,
+        svc.hub,
+        svc.agents,
+        account_ok=account_ok,
+        actions=actions,
+    )
     return ws
 
 
@@ -108,8 +169,10 @@ async def serve_socket(
     agents: Any,
     *,
     account_ok: Callable[[str], Awaitable[bool]] | None = None,
+    actions: ActionRunner | None = None,
 ) -> None:
-    """Run one agent connection to its end. `agents` is the AgentService (for actions)."""
+    """Run one agent connection to its end. `agents` is the AgentService (for actions);
+    `actions` runs call work (None: only the agent-state actions are served)."""
     # -- authentication: the first frame, within ws_auth_seconds --------------------------
     try:
         first = await ws.receive(timeout=settings.ws_auth_seconds)
@@ -151,103 +214,202 @@ async def serve_socket(
     agent_id = principal.agent_id
     try:
         conn = await hub.attach(
-            agent_id, ws, last_seq=last_seq, stream=stream, agent=principal.to_dict()
+            agent_id,
+            ws,
+            last_seq=last_seq,
+            stream=stream,
+            agent=principal.to_dict(),
+            expires_at=token_expiry(token),
         )
     except Exception:
         log.exception("websocket snapshot failed", agent=agent_id)
         await _refuse(ws, CLOSE_INTERNAL_ERROR, "internal", "could not build the snapshot")
         return
     log.debug("websocket connected", agent=agent_id, resumed=last_seq is not None)
+    session = _Session(ws, conn, hub, agents, tokens, account_ok, principal, actions)
     try:
-        await _read_loop(ws, conn, hub, agents, agent_id)
+        await session.read_loop()
     finally:
         hub.detach(conn)
         if not ws.closed:
             await ws.close()
 
 
-async def _read_loop(
-    ws: CtiWebSocket, conn: Connection, hub: Hub, agents: Any, agent_id: str
-) -> None:
-    errors = 0
-    while not conn.closing:
-        frame = await ws.receive()
-        if frame.type is WSMsgType.TEXT:
-            problem = await _handle(frame.data, conn, hub, agents, agent_id)
-        elif frame.type is WSMsgType.BINARY:
-            await _refuse(ws, CLOSE_PROTOCOL_ERROR, "protocol", "binary frames are not accepted")
-            return
-        else:  # CLOSE, CLOSING, CLOSED, ERROR (an oversize frame was already answered)
-            return
-        if problem is None:
-            errors = 0
-            continue
-        errors += 1
-        hub.reply(conn, "error", problem)
-        if errors >= MAX_CONSECUTIVE_ERRORS:
-            await _refuse(ws, CLOSE_PROTOCOL_ERROR, "protocol", "too many bad messages")
-            return
+class _Session:
+    """One authenticated connection's reading side."""
 
+    def __init__(
+        self,
+        ws: CtiWebSocket,
+        conn: Connection,
+        hub: Hub,
+        agents: Any,
+        tokens: TokenService,
+        account_ok: Callable[[str], Awaitable[bool]] | None,
+        principal: Principal,
+        actions: ActionRunner | None,
+    ) -> None:
+        self.ws = ws
+        self.conn = conn
+        self.hub = hub
+        self.agents = agents
+        self.tokens = tokens
+        self.account_ok = account_ok
+        #: who the socket acts for; a re-authentication may renew it (same agent id only)
+        self.principal = principal
+        self.agent_id = principal.agent_id
+        self.actions = actions
 
-async def _handle(
-    data: str, conn: Connection, hub: Hub, agents: Any, agent_id: str
-) -> dict[str, Any] | None:
-    """Act on one client frame; a dict describes what was wrong with it."""
-    try:
-        msg = json.loads(data)
-    except ValueError:
-        return {"code": "bad_json", "message": "the frame is not valid JSON"}
-    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-        return {"code": "bad_message", "message": "a message is a JSON object with a type"}
-    kind = msg["type"]
-    req_id = msg.get("id")
-    if req_id is not None and not isinstance(req_id, str | int):
-        return {"code": "bad_message", "message": "id must be a string or an integer"}
-    if kind == "ack":
-        seq = msg.get("seq")
-        if type(seq) is not int or not hub.ack(conn, seq):
-            return {"code": "bad_ack", "message": "ack needs the seq of a message received"}
+    async def read_loop(self) -> None:
+        ws, conn = self.ws, self.conn
+        errors = 0
+        while not conn.closing and not ws.closed:
+            frame = await ws.receive()
+            if frame.type is WSMsgType.TEXT:
+                problem = await self.handle(frame.data)
+            elif frame.type is WSMsgType.BINARY:
+                await self.close(CLOSE_PROTOCOL_ERROR, "protocol", "binary frames are not accepted")
+                return
+            else:  # CLOSE, CLOSING, CLOSED, ERROR (an oversize frame was already answered)
+                return
+            if problem is None:
+                errors = 0
+                continue
+            errors += 1
+            self.hub.reply(conn, "error", problem)
+            if errors >= MAX_CONSECUTIVE_ERRORS:
+                await self.close(CLOSE_PROTOCOL_ERROR, "protocol", "too many bad messages")
+                return
+
+    async def close(self, code: int, err: str, message: str) -> None:
+        """Close from the reading side: the writer stops first, so the `error` saying why is
+        the last frame before the close."""
+        self.hub.detach(self.conn)
+        await _refuse(self.ws, code, err, message)
+
+    async def handle(self, data: str) -> dict[str, Any] | None:
+        """Act on one client frame; a dict describes what was wrong with it."""
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            return {"code": "bad_json", "message": "the frame is not valid JSON"}
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            return {"code": "bad_message", "message": "a message is a JSON object with a type"}
+        kind = msg["type"]
+        req_id = msg.get("id")
+        if req_id is not None and (not isinstance(req_id, str | int) or isinstance(req_id, bool)):
+            return {"code": "bad_message", "message": "id must be a string or an integer"}
+        conn, hub = self.conn, self.hub
+        if kind == "ack":
+            seq = msg.get("seq")
+            if type(seq) is not int or not hub.ack(conn, seq):
+                return {"code": "bad_ack", "message": "ack needs the seq of a message received"}
+            return None
+        if kind == "ping":
+            hub.reply(conn, "pong", {"id": req_id} if req_id is not None else {})
+            return None
+        if kind == "auth":
+            return await self.reauth(msg, req_id)
+        if kind in STATE_ACTIONS:
+            return await self.state_action(kind, msg, req_id)
+        if self.actions is not None and kind in SOCKET_ACTIONS:
+            return await self.call_action(kind, msg, req_id)
+        return {"code": "unknown_type", "message": f"unknown message type {kind[:40]!r}"}
+
+    async def reauth(self, msg: dict[str, Any], req_id: str | int | None) -> dict[str, Any] | None:
+        """A fresh access token on an open socket moves its expiry forward. A token that is
+        bad, expired or another agent's closes the socket (4001 / 4002), as it would at open."""
+        token = msg.get("token")
+        if not isinstance(token, str):
+            return _problem("bad_message", "auth needs a token string", req_id)
+        try:
+            principal = self.tokens.verify_access(token)
+        except TokenError as e:
+            if e.kind == "expired":
+                await self.close(CLOSE_TOKEN_EXPIRED, "token_expired", "token expired: refresh it")
+            else:
+                await self.close(CLOSE_BAD_TOKEN, "bad_token", "token refused")
+            return None
+        if principal.agent_id != self.agent_id:
+            log.warning("re-auth with another agent's token", agent=self.agent_id)
+            await self.close(CLOSE_BAD_TOKEN, "wrong_agent", "the token is another agent's")
+            return None
+        if self.account_ok is not None and not await self.account_ok(self.agent_id):
+            await self.close(CLOSE_BAD_TOKEN, "bad_token", "account disabled or removed")
+            return None
+        expires_at = token_expiry(token)
+        self.principal = principal
+        if expires_at is not None:
+            self.hub.watch_token(self.conn, expires_at)
+        self.hub.stats.reauthenticated += 1
+        log.debug("websocket re-authenticated", agent=self.agent_id, expires_at=expires_at)
+        payload: dict[str, Any] = {"expires_at": expires_at}
+        if req_id is not None:
+            payload["id"] = req_id
+        self.hub.reply(self.conn, "auth.renewed", payload)
         return None
-    if kind == "ping":
-        hub.reply(conn, "pong", {"id": req_id} if req_id is not None else {})
+
+    async def state_action(
+        self, kind: str, msg: dict[str, Any], req_id: str | int | None
+    ) -> dict[str, Any] | None:
+        from cti.agents import AgentError
+
+        agents, agent_id = self.agents, self.agent_id
+        try:
+            if kind == "pause":
+                reason = msg.get("reason")
+                if not isinstance(reason, str):
+                    return _problem("bad_message", "pause needs a reason", req_id)
+                view = await agents.pause(agent_id, reason)
+            elif kind == "unpause":
+                view = await agents.unpause(agent_id)
+            else:
+                view = agents.end_wrap_up(agent_id)
+        except AgentError as e:
+            return _problem(e.code, str(e), req_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("websocket action failed", agent=agent_id, action=kind)
+            return _problem("internal", f"{kind} failed", req_id)
+        self.hub.reply(self.conn, "result", {"id": req_id, "ok": True, "agent": view.to_dict()})
         return None
-    if kind == "auth":
-        return {"code": "bad_message", "message": "already authenticated"}
-    if kind in ("pause", "unpause", "end_wrap_up"):
-        return await _action(kind, msg, req_id, conn, hub, agents, agent_id)
-    return {"code": "unknown_type", "message": f"unknown message type {kind[:40]!r}"}
+
+    async def call_action(
+        self, kind: str, msg: dict[str, Any], req_id: str | int | None
+    ) -> dict[str, Any] | None:
+        assert self.actions is not None
+        try:
+            result = await self.actions(self.principal, kind, msg)
+        except SocketActionError as e:
+            problem = _problem(e.code, e.message, req_id)
+            problem["status"] = e.status
+            if e.fields:
+                problem["fields"] = e.fields
+            return problem
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("websocket action failed", agent=self.agent_id, action=kind)
+            return _problem("internal", f"{kind} failed", req_id)
+        self.hub.reply(self.conn, "result", {"id": req_id, "ok": True, "result": result})
+        return None
 
 
-async def _action(
-    kind: str,
-    msg: dict[str, Any],
-    req_id: str | int | None,
-    conn: Connection,
-    hub: Hub,
-    agents: Any,
-    agent_id: str,
-) -> dict[str, Any] | None:
-    from cti.agents import AgentError
+#: call-work message types (served when the socket has an action runner); the REST endpoint
+#: behind each is listed in cti.api_agent.SOCKET_ROUTES and docs/protocol.md
+SOCKET_ACTIONS = frozenset(
+    {
+        "note",
+        "disposition",
+        "link_cases",
+        "link_customer",
+        "search_customers",
+        "schedule_callback",
+        "dial",
+    }
+)
 
-    def err(code: str, message: str) -> dict[str, Any]:
-        return {"code": code, "message": message, **({} if req_id is None else {"id": req_id})}
 
-    try:
-        if kind == "pause":
-            reason = msg.get("reason")
-            if not isinstance(reason, str):
-                return err("bad_message", "pause needs a reason")
-            view = await agents.pause(agent_id, reason)
-        elif kind == "unpause":
-            view = await agents.unpause(agent_id)
-        else:
-            view = agents.end_wrap_up(agent_id)
-    except AgentError as e:
-        return err(e.code, str(e))
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("websocket action failed", agent=agent_id, action=kind)
-        return err("internal", f"{kind} failed")
-    hub.reply(conn, "result", {"id": req_id, "ok": True, "agent": view.to_dict()})
-    return None
+def _problem(code: str, message: str, req_id: str | int | None) -> dict[str, Any]:
+    return {"code": code, "message": message, **({} if req_id is None else {"id": req_id})}

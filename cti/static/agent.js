@@ -1,6 +1,11 @@
 // Agent desktop: plain JS, no build step. Talks REST (/api) for actions and the websocket (/ws)
 // for pops, call updates and agent state (docs/protocol.md).
 //
+// Token lifetime: access tokens are short-lived. Every refresh (before expiry: on the server's
+// `token.expiring`, on a timer of our own, or after a 401) is also sent on the open websocket as
+// a re-authentication, so an agent working all day is never disconnected; after a 4002 close
+// the page refreshes and reconnects with its last seq (resume).
+//
 // Reload safety: tokens, the stream position (stream id + last seq) and the calls on screen
 // live in sessionStorage, so a reload during a call shows the pop again at once and the
 // websocket resumes where it left off (or the server sends a fresh snapshot).
@@ -21,6 +26,10 @@
     retry: 0,
     lastSeq: Number(S.getItem(KEY.seq) || "0") || null,
     stream: S.getItem(KEY.stream),
+    refreshing: null,               // the refresh in flight (one at a time)
+    wsToken: null,                  // the access token the open socket authenticated with
+    expiringAt: 0,                  // Date.now() of the last refresh a token.expiring asked for
+    renewTimer: null,
   };
 
   function load(k) { try { return JSON.parse(S.getItem(k) || "null"); } catch (e) { return null; } }
@@ -61,15 +70,51 @@
     return data;
   }
 
-  async function refresh() {
+  function refresh() {
+    if (!state.refreshing) state.refreshing = doRefresh().finally(() => { state.refreshing = null; });
+    return state.refreshing;
+  }
+
+  async function doRefresh() {
     if (!state.tokens || !state.tokens.refresh_token) return false;
-    const r = await fetch("/api/auth/refresh", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ refresh_token: state.tokens.refresh_token }),
-    });
-    if (!r.ok) { signOut(); return false; }
-    setTokens(await r.json());
+    let r;
+    try {
+      r = await fetch("/api/auth/refresh", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ refresh_token: state.tokens.refresh_token }),
+      });
+    } catch (e) { return false; }  // network trouble: the next attempt or the reconnect retries
+    if (!r.ok) { if (r.status === 401) signOut(); return false; }
+    const t = await r.json();
+    setTokens(t);
+    scheduleRenew(t.expires_in);
+    reauth();  // the open socket takes the new token too: its expiry moves forward
     return true;
+  }
+
+  function reauth() {
+    if (!state.tokens || !state.ws || state.ws.readyState !== 1) return;
+    state.wsToken = state.tokens.access_token;
+    state.ws.send(JSON.stringify({ type: "auth", token: state.wsToken }));
+  }
+
+  // our own timer, in case the server's token.expiring is missed: renew a minute (at most a
+  // quarter of the lifetime) before the access token expires
+  function scheduleRenew(lifetime) {
+    if (state.renewTimer) clearTimeout(state.renewTimer);
+    state.renewTimer = null;
+    if (!(lifetime > 0)) return;
+    const margin = Math.min(60, lifetime / 4);
+    state.renewTimer = setTimeout(() => { state.renewTimer = null; refresh(); }, (lifetime - margin) * 1000);
+  }
+
+  function onTokenExpiring() {
+    // a newer token than the socket's (a refresh after a 401, say): hand it over
+    if (state.tokens && state.wsToken !== state.tokens.access_token) { reauth(); return; }
+    // a warning window longer than the token's lifetime would ask again at once: not in a loop
+    if (Date.now() - state.expiringAt < 10000) return;
+    state.expiringAt = Date.now();
+    refresh();
   }
 
   function setTokens(t) {
@@ -87,6 +132,7 @@
         username: $("login-username").value, password: $("login-password").value,
       });
       setTokens(t);
+      scheduleRenew(t.expires_in);
       await start();
     } catch (e) { $("login-error").textContent = e.message; }
   });
@@ -95,6 +141,7 @@
 
   function signOut() {
     setTokens(null);
+    if (state.renewTimer) { clearTimeout(state.renewTimer); state.renewTimer = null; }
     for (const k of Object.values(KEY)) S.removeItem(k);
     state.calls = {}; state.lastSeq = null; state.stream = null;
     if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
@@ -129,6 +176,7 @@
     $("conn").dataset.state = "connecting"; $("conn").textContent = "connecting";
     ws.onopen = () => {
       const auth = { type: "auth", token: state.tokens.access_token };
+      state.wsToken = auth.token;
       if (state.lastSeq !== null && state.stream) { auth.last_seq = state.lastSeq; auth.stream = state.stream; }
       ws.send(JSON.stringify(auth));
     };
@@ -140,7 +188,8 @@
       $("conn").dataset.state = "offline"; $("conn").textContent = "offline";
       if (state.ws !== ws) return;
       state.ws = null;
-      if (ev.code === 4002) { if (!(await refresh())) return; }
+      // token expired: refresh (signs out if the refresh token is refused), then resume
+      if (ev.code === 4002) { await refresh(); if (!state.tokens) return; }
       else if (ev.code === 4001) { signOut(); return; }
       state.retry = Math.min(state.retry + 1, 6);
       setTimeout(connect, 250 * 2 ** (state.retry - 1));
@@ -158,6 +207,7 @@
     switch (msg.type) {
       case "hello":
         state.retry = 0;
+        if (typeof d.token_expires_at === "number" && typeof d.server_time === "number" && !state.renewTimer) scheduleRenew(d.token_expires_at - d.server_time);
         state.stream = d.stream; S.setItem(KEY.stream, d.stream);
         $("conn").dataset.state = "online"; $("conn").textContent = d.resumed ? "online (resumed)" : "online";
         if (typeof msg.seq === "number") ack(msg.seq);
@@ -177,6 +227,8 @@
       case "call.update": onCallUpdate(d); break;
       case "agent.state": onAgentState(d); break;
       case "callback.due": onCallbackDue(d); break;
+      case "token.expiring": onTokenExpiring(); return;
+      case "auth.renewed": return;
       case "error": console.warn("server error", d); break;
       default: break;
     }

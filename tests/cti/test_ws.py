@@ -195,7 +195,7 @@ async def test_garbage_gets_errors_and_the_connection_survives(env: Env) -> None
         ("[1,2]", "bad_message"),
         ('{"type": 5}', "bad_message"),
         ('{"type": "launch_missiles"}', "unknown_type"),
-        ('{"type": "auth", "token": "again"}', "bad_message"),
+        ('{"type": "auth", "token": 5}', "bad_message"),  # re-auth needs a token string
         ('{"type": "ack"}', "bad_ack"),
         ("\udcff".encode("utf-8", "surrogatepass").decode("latin-1"), "bad_json"),
     ):
