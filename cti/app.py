@@ -82,7 +82,7 @@ class Daemon:
 
     async def start(self) -> None:
         from crm_bridge.db import make_engine, migrate
-        from cti.accounts import AccountStore
+        from cti.accounts import AccountStore, AgentSessionStore
         from cti.agents import AgentService
         from cti.auth import TokenService
         from cti.hub import Hub
@@ -97,7 +97,7 @@ class Daemon:
         secret = secret_value(s.web.token_secret).encode() or secrets.token_bytes(32)
         tokens = TokenService(secret, s.web.access_token_seconds, s.web.refresh_token_seconds)
         links: dict[str, Any] = {}
-        agents = AgentService(s.agents, links)
+        agents = AgentService(s.agents, links, sessions=AgentSessionStore(engine))
         crm, local_crm = _make_crm(s, engine)
         # in the background: bringing a big CRM file into the OS cache takes seconds, and
         # lookups meanwhile run off the event loop (crm_bridge/preload.py)
@@ -148,6 +148,9 @@ class Daemon:
         if s.dialer.enabled:
             self._make_dialer(services)
         await bus.start()
+        # logins of the previous process, before any AMI event: the first QueueStatus of each
+        # link reconciles them with what Asterisk still has
+        await agents.restore()
 
         for server in s.ami.servers:
             self._add_server(services, server)
