@@ -7,6 +7,7 @@ design, so it runs in a worker thread: a login must not stall pops for everybody
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 import time
@@ -255,3 +256,95 @@ class AccountStore:
         lifetime; refresh must look the account up and refuse)."""
         await self._update(agent_id, disabled=disabled)
         log.info("account disabled" if disabled else "account enabled", agent=agent_id)
+
+
+# -- agent sessions --------------------------------------------------------------------------
+
+#: mirrors cti/migrations/versions/cti_0002_agent_sessions.py (the migration creates it)
+agent_sessions_table = sa.Table(
+    "cti_agent_sessions",
+    metadata,
+    sa.Column("agent_id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("device", sa.String(100), nullable=False),
+    sa.Column("server", sa.String(64), nullable=True),
+    sa.Column("queues", sa.Text(), nullable=False, server_default="[]"),
+    sa.Column("paused", sa.String(64), nullable=True),
+    sa.Column("logged_in_at", sa.Float(), nullable=False),
+    sa.Column("state_since", sa.Float(), nullable=False),
+    sa.Column("updated_at", sa.Float(), nullable=False),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSession:
+    """What survives a restart of an agent's login: the device and queues Asterisk still has
+    as queue members, the agent's own pause (reason) and when login and pause began."""
+
+    agent_id: str
+    name: str
+    device: str
+    server: str | None
+    queues: tuple[str, ...]
+    paused: str | None
+    logged_in_at: float
+    state_since: float
+
+
+class AgentSessionStore:
+    """Agent logins in the accounts database. Written on login, logout, pause and unpause (rare
+    user actions, one small write each); read once at start-up."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def save(self, s: AgentSession) -> None:
+        values = {
+            "name": s.name,
+            "device": s.device,
+            "server": s.server,
+            "queues": json.dumps(list(s.queues)),
+            "paused": s.paused,
+            "logged_in_at": s.logged_in_at,
+            "state_since": s.state_since,
+            "updated_at": time.time(),
+        }
+        t = agent_sessions_table
+        async with self._engine.begin() as conn:
+            result = await conn.execute(t.update().where(t.c.agent_id == s.agent_id).values(values))
+            if result.rowcount == 0:
+                await conn.execute(t.insert().values(agent_id=s.agent_id, **values))
+
+    async def delete(self, agent_id: str) -> None:
+        t = agent_sessions_table
+        async with self._engine.begin() as conn:
+            await conn.execute(t.delete().where(t.c.agent_id == agent_id))
+
+    async def load(self) -> list[AgentSession]:
+        """Every saved session; a row that cannot be read is skipped (and logged), not fatal:
+        the agent logs in again."""
+        t = agent_sessions_table
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(sa.select(t).order_by(t.c.agent_id))).all()
+        out: list[AgentSession] = []
+        for r in rows:
+            try:
+                queues = json.loads(r.queues)
+                if not isinstance(queues, list) or not all(isinstance(q, str) for q in queues):
+                    raise ValueError("queues is not a list of names")
+            except ValueError as e:
+                log.warning("unreadable agent session skipped", agent=r.agent_id, error=str(e))
+                continue
+            out.append(
+                AgentSession(
+                    agent_id=r.agent_id,
+                    name=r.name,
+                    device=r.device,
+                    server=r.server,
+                    queues=tuple(queues),
+                    paused=r.paused,
+                    logged_in_at=float(r.logged_in_at),
+                    state_since=float(r.state_since),
+                )
+            )
+        return out

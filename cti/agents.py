@@ -9,6 +9,11 @@ dialer and the statistics consume.
 
 `on_call_event` and `tick` are synchronous and do no I/O (they run on the hot path of every
 call event); only login/logout/pause talk to Asterisk.
+
+Logins outlive the process: Asterisk keeps the queue members the CTI added, so login, logout,
+pause and unpause are also written to a session store (one small write each, off the call
+path), `restore` reads them back at start-up before any AMI event is processed, and the first
+QueueStatus after the link is up (`apply_queue_status`) reconciles them with the PBX.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ami.events import (
     Transfer,
     Up,
 )
+from cti.accounts import AgentSession
 from cti.settings import AgentSettings
 
 log = structlog.get_logger(__name__)
@@ -50,6 +56,20 @@ WRAP_UP_REASON = "wrap-up"
 
 class AmiSender(Protocol):
     async def send(self, action: Action, timeout: float | None = None) -> Any: ...  # noqa: ASYNC109
+
+
+class SessionStore(Protocol):
+    """Where logins are kept across restarts (cti.accounts.AgentSessionStore)."""
+
+    async def save(self, s: AgentSession) -> None: ...
+
+    async def delete(self, agent_id: str) -> None: ...
+
+    async def load(self) -> list[AgentSession]: ...
+
+
+#: the reason shown when a restored login is dropped because Asterisk no longer has the member
+GONE_FROM_PBX = "not_on_pbx"
 
 
 class AgentError(Exception):
@@ -118,6 +138,9 @@ class _Agent:
     wrap_call: str | None = None
     wrap_campaign: str | None = None
     calls: dict[str, _CallInfo] = field(default_factory=dict)
+    logged_in_at: float = 0.0
+    #: when the login or the agent's own pause state last changed (kept with the session)
+    session_since: float = 0.0
 
 
 def check_device(device: str) -> str:
@@ -151,10 +174,15 @@ class AgentService:
         settings: AgentSettings,
         ami: Mapping[str, AmiSender],
         clock: Callable[[], float] = time.time,
+        sessions: SessionStore | None = None,
     ) -> None:
         self._settings = settings
         self._ami = ami
         self._clock = clock
+        self._sessions = sessions
+        #: agents whose stored session is out of date (written by `_write_sessions`)
+        self._dirty: set[str] = set()
+        self._writer: asyncio.Task[None] | None = None
         self._agents: dict[str, _Agent] = {}
         self._by_device: dict[str, str] = {}
         #: call id -> the agents that have a leg in it (in leg order): a hangup touches only
@@ -326,9 +354,12 @@ class AgentService:
                     queues=qs,
                     status=AgentStatus.LOGGED_OUT,
                     since=now,
+                    logged_in_at=now,
+                    session_since=now,
                 )
                 self._set(self._agents[agent_id], now)
                 log.info("agent logged in", agent=agent_id, device=device, queues=qs)
+            await self._store_session(agent_id)
             return self.view(agent_id)
 
     async def _remove_from_queues(self, a: _Agent, queues: Sequence[str]) -> None:
@@ -336,8 +367,9 @@ class AgentService:
         for q in queues:
             await self._act(link, "QueueRemove", {"Queue": q, "Interface": a.device}, "not there")
 
-    def _forget(self, a: _Agent, now: float) -> None:
+    def _forget(self, a: _Agent, now: float, reason: str | None = None) -> None:
         self._agents.pop(a.agent_id, None)
+        self._mark(a.agent_id)
         for cid in a.calls:
             self._unindex(a, cid)
         if self._wrapping.get(a.agent_id) is a:
@@ -346,7 +378,11 @@ class AgentService:
             del self._by_device[a.device]
         if a.status is not AgentStatus.LOGGED_OUT:
             a.status, a.since = AgentStatus.LOGGED_OUT, now
-            self._emit(AgentStateChange(agent=a.agent_id, status=AgentStatus.LOGGED_OUT, at=now))
+            self._emit(
+                AgentStateChange(
+                    agent=a.agent_id, status=AgentStatus.LOGGED_OUT, at=now, reason=reason
+                )
+            )
 
     async def logout(self, agent_id: str) -> None:
         """QueueRemove from each queue; the agent is LOGGED_OUT even if Asterisk already
@@ -358,6 +394,7 @@ class AgentService:
             await self._remove_from_queues(a, a.queues)
             self._forget(a, self._clock())
             log.info("agent logged out", agent=agent_id)
+            await self._store_session(agent_id)
 
     def _require(self, agent_id: str) -> _Agent:
         a = self._agents.get(agent_id)
@@ -380,9 +417,11 @@ class AgentService:
             )
             now = self._clock()
             a.paused = a.pbx_paused = reason
+            a.session_since = now
             # choosing a pause ends wrap-up: from now on the time counts as paused
             a.wrap_up_until = None
             self._set(a, now)
+            await self._store_session(agent_id)
             return self.view(agent_id)
 
     async def unpause(self, agent_id: str) -> AgentView:
@@ -391,7 +430,9 @@ class AgentService:
             _, link = self._link(a.server)
             await self._act(link, "QueuePause", {"Interface": a.device, "Paused": "false"})
             a.paused = a.pbx_paused = None
-            self._set(a, self._clock())
+            a.session_since = now = self._clock()
+            self._set(a, now)
+            await self._store_session(agent_id)
             return self.view(agent_id)
 
     def end_wrap_up(self, agent_id: str) -> AgentView:
@@ -488,9 +529,101 @@ class AgentService:
             self._syncs.pop(agent_id, None)
 
     async def settle(self) -> None:
-        """Wait for pending PBX pause updates (tests, shutdown)."""
+        """Wait for pending PBX pause updates and session writes (tests, shutdown)."""
         while self._syncs:
             await asyncio.gather(*tuple(self._syncs.values()), return_exceptions=True)
+        await self.flush_sessions()
+
+    # -- sessions that survive a restart -----------------------------------------------------
+
+    def _mark(self, agent_id: str) -> None:
+        """The agent's stored session must follow its current state (written soon; a login
+        that changes state awaits the write through `_store_session`)."""
+        if self._sessions is None:
+            return
+        self._dirty.add(agent_id)
+        if self._writer is None or self._writer.done():
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return
+            self._writer = loop.create_task(self._write_sessions(), name="agent-sessions")
+
+    async def _store_session(self, agent_id: str) -> None:
+        self._mark(agent_id)
+        await self.flush_sessions()
+
+    async def flush_sessions(self) -> None:
+        """Wait until every stored session matches the agents' current state."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _write_sessions(self) -> None:
+        """Write the current state of each marked agent (the latest state wins, so writes
+        never land out of order); a failed write is logged, the agent keeps working."""
+        store = self._sessions
+        assert store is not None
+        while self._dirty:
+            agent_id = self._dirty.pop()
+            a = self._agents.get(agent_id)
+            try:
+                if a is None:
+                    await store.delete(agent_id)
+                else:
+                    await store.save(
+                        AgentSession(
+                            agent_id=a.agent_id,
+                            name=a.name,
+                            device=a.device,
+                            server=a.server,
+                            queues=tuple(a.queues),
+                            paused=a.paused,
+                            logged_in_at=a.logged_in_at,
+                            state_since=a.session_since,
+                        )
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("agent session not stored", agent=agent_id, error=type(e).__name__)
+
+    async def restore(self) -> int:
+        """Take back the logins stored by the previous process (call before the AMI links
+        start: the first QueueStatus then reconciles them with the PBX). Returns how many."""
+        if self._sessions is None:
+            return 0
+        restored = 0
+        for s in await self._sessions.load():
+            try:
+                check_device(s.device)
+                server_name, _ = self._link(s.server)
+            except AgentError as e:
+                log.warning("stored agent session dropped", agent=s.agent_id, error=str(e))
+                self._mark(s.agent_id)  # not in _agents: the row is deleted
+                continue
+            holder = self._by_device.get(s.device)
+            if s.agent_id in self._agents or (holder is not None and holder != s.agent_id):
+                log.warning("stored agent session dropped: device taken", agent=s.agent_id)
+                continue
+            a = _Agent(
+                agent_id=s.agent_id,
+                name=s.name,
+                device=s.device,
+                server=server_name,
+                queues=list(s.queues),
+                status=AgentStatus.LOGGED_OUT,
+                since=s.state_since,
+                paused=s.paused,
+                pbx_paused=s.paused,
+                logged_in_at=s.logged_in_at,
+                session_since=s.state_since,
+            )
+            self._agents[s.agent_id] = a
+            self._by_device[s.device] = s.agent_id
+            self._set(a, s.state_since)
+            restored += 1
+            log.info("agent login restored", agent=s.agent_id, device=s.device, queues=a.queues)
+        return restored
 
     def _agent_of(self, p: Party | None, server: str) -> _Agent | None:
         if p is None:
@@ -654,8 +787,9 @@ class AgentService:
             if not items:
                 if a.queues:
                     log.warning("agent no longer in any queue on the PBX", agent=a.agent_id)
-                    self._forget(a, now)
+                    self._forget(a, now, GONE_FROM_PBX)
                 continue
+            before = (tuple(a.queues), a.paused)
             a.queues = [m["Queue"] for m in items if m.get("Queue")] or a.queues
             paused = [m for m in items if m.get("Paused") == "1"]
             if paused and len(paused) == len(items):
@@ -667,5 +801,7 @@ class AgentService:
             elif not paused:
                 a.pbx_paused = None
                 a.paused = None
+            if (tuple(a.queues), a.paused) != before:
+                self._mark(a.agent_id)
             # emits the change, if any, and puts a stale wrap-up pause right
             self._set(a, now)
