@@ -148,12 +148,12 @@ class Daemon:
         if s.dialer.enabled:
             self._make_dialer(services)
         await bus.start()
-        # logins of the previous process, before any AMI event: the first QueueStatus of each
-        # link reconciles them with what Asterisk still has
-        await agents.restore()
 
         for server in s.ami.servers:
             self._add_server(services, server)
+        # logins of the previous process, once the links exist but before any AMI event: the
+        # first QueueStatus of each link reconciles them with what Asterisk still has
+        await agents.restore()
         for link in links.values():
             await link.start()
         if services.dialer is not None:
