@@ -115,6 +115,7 @@ from crm_bridge.normalize import (
 )
 from crm_bridge.preload import preload
 from crm_bridge.settings import CrmSettings
+from crm_bridge.sqlite_writer import SqliteWriter, TableSql
 
 __all__ = ["BuiltinCrm", "DispositionView"]
 
@@ -538,9 +539,72 @@ def _chunks(items: Sequence[int], n: int) -> list[Sequence[int]]:
     return [items[i : i + n] for i in range(0, len(items), n)]
 
 
-def _record_many_sync(conn: Connection, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
+class _SaLegOps:
+    """The statements of a batched leg write through SQLAlchemy (any database)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def customers_in(self, ids: Sequence[int]) -> set[int]:
+        return set(self.conn.execute(_Q_CUSTOMERS_IN, {"ids": list(ids)}).scalars())
+
+    def legs_in(self, channels: Sequence[str], call_ids: Sequence[str]) -> list[Mapping[str, Any]]:
+        rows = self.conn.execute(_Q_LEGS_IN, {"channels": channels, "call_ids": call_ids})
+        return [dict(r) for r in rows.mappings()]
+
+    def insert_legs(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in self.conn.execute(_INSERT_LEG, list(rows))]
+
+    def update_legs(self, params: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.execute(_UPDATE_LEG, list(params))
+
+    def insert_audits(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.conn.execute(insert(audit_t), list(rows))
+
+
+class _RawLegOps:
+    """The same statements on the SQLite writer thread's plain sqlite3 connection."""
+
+    __slots__ = ("conn", "sql")
+
+    def __init__(self, conn: sqlite3.Connection, sql: _RawTables) -> None:
+        self.conn = conn
+        self.sql = sql
+
+    def customers_in(self, ids: Sequence[int]) -> set[int]:
+        return {r["id"] for r in self.sql.customer.select_in(self.conn, ["id"], {"id": ids})}
+
+    def legs_in(self, channels: Sequence[str], call_ids: Sequence[str]) -> list[Mapping[str, Any]]:
+        t = self.sql.interaction
+        return list(t.select_in(self.conn, t.columns, {"channel": channels, "call_id": call_ids}))
+
+    def insert_legs(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        return self.sql.interaction.insert(self.conn, rows, _LEG_RETURNING)
+
+    def update_legs(self, params: Sequence[Mapping[str, Any]]) -> None:
+        self.sql.interaction.update_by(self.conn, "_id", params)
+
+    def insert_audits(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.sql.audit.insert(self.conn, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class _RawTables:
+    customer: TableSql
+    interaction: TableSql
+    audit: TableSql
+
+
+_LegOps = _SaLegOps | _RawLegOps
+#: what the leg insert returns, in this order (both paths)
+_LEG_RETURNING = ("id", "channel", "call_id", "leg")
+
+
+def _record_many_sync(ops: _LegOps, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
     """The body of :meth:`BuiltinCrm.record_interactions`, inside the caller's transaction
-    (synchronous, run through ``run_sync``: one implementation for every driver)."""
+    (synchronous: through ``run_sync`` with SQLAlchemy, or on the SQLite writer thread)."""
     # a leg named twice is applied in order: its second record goes into a later round,
     # which sees the row the first one inserted
     rounds: list[list[int]] = []
@@ -555,31 +619,25 @@ def _record_many_sync(conn: Connection, cleaned: Sequence[tuple[dict[str, Any], 
     ids = [""] * len(cleaned)
     wanted = {v["customer_id"] for v, _a in cleaned if v["customer_id"] is not None}
     if wanted:
-        have = set(conn.execute(_Q_CUSTOMERS_IN, {"ids": sorted(wanted)}).scalars())
+        have = ops.customers_in(sorted(wanted))
         if wanted - have:
             raise NotFound("customer", str(min(wanted - have)))
     for members in rounds:
         for chunk in _chunks(members, _BATCH_IN):
-            _record_round(conn, cleaned, chunk, ids)
+            _record_round(ops, cleaned, chunk, ids)
     return ids
 
 
 def _record_round(
-    conn: Connection,
+    ops: _LegOps,
     cleaned: Sequence[tuple[dict[str, Any], str]],
     members: Sequence[int],
     ids: list[str],
 ) -> None:
     """Legs with distinct keys: one IN select, one insert, one audit insert, updates."""
     recs = [cleaned[i][0] for i in members]
-    rows = conn.execute(
-        _Q_LEGS_IN,
-        {
-            "channels": sorted({v["channel"] for v in recs}),
-            "call_ids": sorted({v["call_id"] for v in recs}),
-        },
-    )
-    old_of = {(r["channel"], r["call_id"], r["leg"]): r for r in rows.mappings()}
+    rows = ops.legs_in(sorted({v["channel"] for v in recs}), sorted({v["call_id"] for v in recs}))
+    old_of = {(r["channel"], r["call_id"], r["leg"]): r for r in rows}
     now = utcnow()
     fresh: list[int] = []
     audits: dict[int, dict[str, Any]] = {}
@@ -617,11 +675,10 @@ def _record_round(
             at=now,
         )
     if fresh:
-        inserted = conn.execute(
-            _INSERT_LEG,
-            [{**cleaned[i][0], "created_at": now, "updated_at": now} for i in fresh],
+        inserted = ops.insert_legs(
+            [{**cleaned[i][0], "created_at": now, "updated_at": now} for i in fresh]
         )
-        id_of = {(r.channel, r.call_id, r.leg): r.id for r in inserted}
+        id_of = {(ch, call_id, leg): iid for iid, ch, call_id, leg in inserted}
         for i in fresh:
             vals, actor = cleaned[i]
             iid = id_of[(vals["channel"], vals["call_id"], vals["leg"])]
@@ -636,10 +693,10 @@ def _record_round(
                 at=now,
             )
     for params in updates.values():
-        conn.execute(_UPDATE_LEG, params)
+        ops.update_legs(params)
     if audits:
         # in the order of the records, as one call per record would have written them
-        conn.execute(insert(audit_t), [audits[i] for i in members if i in audits])
+        ops.insert_audits([audits[i] for i in members if i in audits])
 
 
 class BuiltinCrm:
@@ -661,13 +718,25 @@ class BuiltinCrm:
         self._raw_thread = 0
         #: inline reads allowed (false while warm_up brings the file into the OS cache)
         self._inline = True
+        self._writer: SqliteWriter | None = None
+        self._raw_tables: _RawTables | None = None
+        if self._reader is not None:
+            # concurrent writers queue as long as the engine's own connections do
+            self._writer = SqliteWriter(self._reader.url.database or "", busy_timeout_ms=10_000)
+            d = self._reader.dialect
+            self._raw_tables = _RawTables(
+                TableSql(_C, d), TableSql(interaction_t, d), TableSql(audit_t, d)
+            )
 
     @property
     def engine(self) -> AsyncEngine:
         return self._engine
 
     async def close(self) -> None:
-        """Release the inline reader (the async engine belongs to the caller)."""
+        """Finish the queued writes, release the inline reader (the async engine belongs to
+        the caller)."""
+        if self._writer is not None:
+            await self._writer.close()
         self._drop_raw()
         if self._reader is not None:
             self._reader.dispose()
@@ -1715,12 +1784,19 @@ class BuiltinCrm:
         raise AssertionError("unreachable")
 
     async def _record_many(self, cleaned: Sequence[tuple[dict[str, Any], str]]) -> list[str]:
-        # On SQLite each statement is still a hop to the driver's thread and back; the whole
-        # transaction on a thread of its own (one hop) measured worse for pops: that thread
-        # then runs SQLAlchemy's Python holding the GIL, and on a busy host it is preempted
-        # holding it, stalling the event loop for a scheduler slice.
+        # A SQLite file: the whole transaction on the writer thread, in plain sqlite3 (see
+        # crm_bridge/sqlite_writer.py). Running SQLAlchemy there instead measured worse for
+        # pops: that thread then runs much Python holding the GIL.
+        if self._writer is not None and self._raw_tables is not None:
+            tables = self._raw_tables
+            try:
+                return await self._writer.transaction(
+                    lambda conn: _record_many_sync(_RawLegOps(conn, tables), cleaned)
+                )
+            except sqlite3.IntegrityError as e:
+                raise IntegrityError("record interactions", None, e) from e
         async with self._tx() as conn:
-            return await conn.run_sync(_record_many_sync, cleaned)
+            return await conn.run_sync(lambda c: _record_many_sync(_SaLegOps(c), cleaned))
 
     async def interaction(self, interaction_id: str) -> InteractionView:
         iid = _pk(interaction_id, "interaction")

@@ -168,3 +168,40 @@ async def test_concurrent_batches_of_the_same_legs_make_one_row_each(crm: Builti
             await c.execute(text("SELECT count(*) FROM crm_interaction WHERE call_id LIKE 'C:%'"))
         ).scalar_one()
     assert n == 10
+
+
+async def test_the_sqlite_writer_thread_stores_what_sqlalchemy_stores(crm: BuiltinCrm) -> None:
+    """On a SQLite file the batches run on the store's writer thread in plain sqlite3; its
+    rows, their stored text (dates, JSON) and audit entries must be the SQLAlchemy path's."""
+    if crm._writer is None:
+        pytest.skip("SQLite files only")
+    card = await crm.create_customer(NewCustomer(name="Anna Müller"), actor="admin")
+    for batch in script("w:", card.id):  # the writer thread
+        await crm.record_interactions(batch)
+    writer, crm._writer = crm._writer, None
+    try:
+        for batch in script("q:", card.id):  # SQLAlchemy through aiosqlite
+            await crm.record_interactions(batch)
+    finally:
+        crm._writer = writer
+    assert await rows_and_audit(crm, "w:") == await rows_and_audit(crm, "q:")
+
+    async def stored(prefix: str) -> list[tuple[Any, ...]]:
+        async with crm.engine.connect() as c:
+            legs = await c.exec_driver_sql(
+                "SELECT substr(call_id, 3), leg, direction, channel, number, did, offered_at,"
+                " answered_at, ended_at, queue, agent, campaign, outcome, notes, disposition,"
+                " customer_id, typeof(created_at), length(created_at) FROM crm_interaction"
+                " WHERE call_id LIKE ? ORDER BY call_id, leg",
+                (f"{prefix}%",),
+            )
+            audit = await c.exec_driver_sql(
+                "SELECT a.action, a.actor, a.before, replace(a.after, ?, ''), typeof(a.at),"
+                " length(a.at) FROM crm_audit a JOIN crm_interaction i"
+                " ON a.entity = 'interaction' AND a.entity_id = CAST(i.id AS TEXT)"
+                " WHERE i.call_id LIKE ? ORDER BY i.call_id, i.leg, a.id",
+                (prefix, f"{prefix}%"),
+            )
+            return [tuple(r) for r in legs.all()] + [tuple(r) for r in audit.all()]
+
+    assert await stored("w:") == await stored("q:")
