@@ -1,5 +1,6 @@
-// Agent desktop: plain JS, no build step. Talks REST (/api) for actions and the websocket (/ws)
-// for pops, call updates and agent state (docs/protocol.md).
+// Agent desktop: plain JS, no build step. Talks REST (/api) for most actions and the websocket
+// (/ws) for pops, call updates and agent state (docs/protocol.md). Notes and dispositions go
+// over the socket when it is open (the same server code as REST; REST when it is not).
 //
 // Token lifetime: access tokens are short-lived. Every refresh (before expiry: on the server's
 // `token.expiring`, on a timer of our own, or after a 401) is also sent on the open websocket as
@@ -30,6 +31,8 @@
     wsToken: null,                  // the access token the open socket authenticated with
     expiringAt: 0,                  // Date.now() of the last refresh a token.expiring asked for
     renewTimer: null,
+    nextId: 1,
+    pending: {},                    // request id -> {resolve, reject, timer} of socket actions
   };
 
   function load(k) { try { return JSON.parse(S.getItem(k) || "null"); } catch (e) { return null; } }
@@ -122,6 +125,34 @@
     save(KEY.tokens, state.tokens);
   }
 
+  // an action over the open socket (REST when it is not open); resolves with the result body,
+  // rejects with an Error like api() does
+  function sockAction(msg, restPath, restBody) {
+    const ws = state.ws;
+    if (!ws || ws.readyState !== 1 || !$("conn").dataset.state.startsWith("online")) return api("POST", restPath, restBody);
+    const id = "a" + state.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { delete state.pending[id]; reject(new Error("no answer from the server: check and retry")); }, 15000);
+      state.pending[id] = { resolve, reject, timer };
+      ws.send(JSON.stringify(Object.assign({ id }, msg)));
+    });
+  }
+
+  function settle(d, ok) {
+    const p = d && state.pending[d.id];
+    if (!p) return false;
+    delete state.pending[d.id]; clearTimeout(p.timer);
+    if (ok) { p.resolve(d.result); return true; }
+    const field = d.fields && d.fields.length ? ` (${d.fields.map((f) => f.field + ": " + f.message).join("; ")})` : "";
+    const e = new Error((d.message || "request failed") + field); e.code = d.code; e.status = d.status;
+    p.reject(e);
+    return true;
+  }
+
+  function failPending(why) {
+    for (const [id, p] of Object.entries(state.pending)) { clearTimeout(p.timer); p.reject(new Error(why)); delete state.pending[id]; }
+  }
+
   // ------------------------------------------------------------------ sign in / out
 
   $("login-form").addEventListener("submit", async (ev) => {
@@ -142,6 +173,7 @@
   function signOut() {
     setTokens(null);
     if (state.renewTimer) { clearTimeout(state.renewTimer); state.renewTimer = null; }
+    failPending("signed out");
     for (const k of Object.values(KEY)) S.removeItem(k);
     state.calls = {}; state.lastSeq = null; state.stream = null;
     if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
@@ -187,6 +219,7 @@
     ws.onclose = async (ev) => {
       $("conn").dataset.state = "offline"; $("conn").textContent = "offline";
       if (state.ws !== ws) return;
+      failPending("connection lost before the answer: the change may have been saved, check the call");
       state.ws = null;
       // token expired: refresh (signs out if the refresh token is refused), then resume
       if (ev.code === 4002) { await refresh(); if (!state.tokens) return; }
@@ -229,7 +262,8 @@
       case "callback.due": onCallbackDue(d); break;
       case "token.expiring": onTokenExpiring(); return;
       case "auth.renewed": return;
-      case "error": console.warn("server error", d); break;
+      case "result": if (settle(d, true)) return; break;
+      case "error": if (typeof msg.seq !== "number" && settle(d, false)) return; console.warn("server error", d); break;
       default: break;
     }
     if (typeof msg.seq === "number") ack(msg.seq);
@@ -464,10 +498,10 @@
     const n = callNode(id); n.querySelector(".call-info").textContent = msg || "";
   }
 
-  async function callAction(id, path, body, onOk) {
+  async function callAction(id, path, body, onOk, sockMsg) {
     callError(id, "");
     try {
-      const r = await api("POST", path, body);
+      const r = sockMsg ? await sockAction(sockMsg, path, body) : await api("POST", path, body);
       if (onOk) onOk(r);
       return r;
     } catch (e) { callError(id, e.message); return null; }
@@ -491,14 +525,16 @@
       ev.preventDefault();
       const ta = n.querySelector(".note-text");
       if (!ta.value.trim()) return;
-      callAction(id, `/api/calls/${enc}/notes`, { text: ta.value }, (p) => { ta.value = ""; mergePop(p); callInfo(id, "Note saved."); });
+      callAction(id, `/api/calls/${enc}/notes`, { text: ta.value }, (p) => { ta.value = ""; mergePop(p); callInfo(id, "Note saved."); },
+        { type: "note", call_id: id, text: ta.value });
     });
     n.querySelector(".dispo-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const sel = n.querySelector(".dispo-code"), other = n.querySelector(".dispo-other");
       const code = sel.hidden ? other.value.trim() : sel.value;
       if (!code) return;
-      callAction(id, `/api/calls/${enc}/disposition`, { code }, (p) => { mergePop(p); callInfo(id, "Disposition saved."); });
+      callAction(id, `/api/calls/${enc}/disposition`, { code }, (p) => { mergePop(p); callInfo(id, "Disposition saved."); },
+        { type: "disposition", call_id: id, code });
     });
     n.querySelector(".case-link").addEventListener("submit", (ev) => {
       ev.preventDefault();
