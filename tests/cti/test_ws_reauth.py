@@ -243,3 +243,56 @@ async def test_agent_page_renews_its_token_on_the_open_socket(tmp_path: Path) ->
                 assert errors == []
             finally:
                 await browser.close()
+
+
+class MemorySocket:
+    """What the hub writes to one socket (the hub's SocketLike), for the timer test at scale."""
+
+    def __init__(self) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed_with: int | None = None
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        self.frames.append(json.loads(data))
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
+        self.closed_with = code
+        return True
+
+
+async def test_token_timers_at_two_thousand_connections() -> None:
+    """One timer handle per socket, no task of its own: 2,000 sockets are warned and closed
+    on time, and a re-auth re-arms (not adds) the socket's timer."""
+    from cti.hub import Hub
+    from cti.settings import WebSettings
+
+    async def snapshot(agent_id: str) -> dict[str, Any]:
+        return {"agent": {"agent_id": agent_id}, "calls": []}
+
+    hub = Hub(WebSettings(ws_reauth_warning_seconds=0.5), snapshot)
+    tasks_before = len(asyncio.all_tasks())
+    expires = time.time() + 1.5
+    socks = [MemorySocket() for _ in range(2000)]
+    conns = [await hub.attach(f"ag{i}", s, expires_at=expires) for i, s in enumerate(socks)]
+    # the only task per connection is its writer; the token costs one handle each
+    assert len(asyncio.all_tasks()) - tasks_before == 2000
+    assert all(c.timer is not None for c in conns)
+    kept = conns[0]
+    old = kept.timer
+    hub.watch_token(kept, time.time() + 60)  # a re-auth of the first socket
+    assert old is not None and old.cancelled() and kept.timer is not None
+    await asyncio.sleep(max(0.0, expires - time.time()))
+    for _ in range(200):  # the closes run as tasks right after the expiry
+        if sum(s.closed_with == 4002 for s in socks) == 1999:
+            break
+        await asyncio.sleep(0.05)
+    assert sum(s.closed_with == 4002 for s in socks) == 1999
+    assert time.time() >= expires
+    for s in socks[1:]:
+        kinds = [f["type"] for f in s.frames]
+        assert kinds == ["hello", "snapshot", "token.expiring", "error"], kinds
+        assert s.frames[-1]["data"]["code"] == "token_expired"
+    assert socks[0].closed_with is None and hub.is_connected("ag0")
+    assert hub.stats.expired == 1999 and hub.stats.connections == 1
+    await hub.close_all()
+    assert kept.timer is None
