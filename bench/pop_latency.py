@@ -58,6 +58,25 @@ def _rss_kib() -> int:
     return 0
 
 
+def _forget_agent_sessions(db: Path) -> None:
+    """Each run starts as after every agent logged out. Logins survive a daemon restart (the
+    sessions table), and a run ends with its 2,000 agents logged in: without this the next
+    run's daemon would restore them and log them all out again when the fresh simulator
+    reports no queue members."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        have = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cti_agent_sessions'"
+        ).fetchone()
+        if have:
+            conn.execute("DELETE FROM cti_agent_sessions")
+            conn.commit()
+    finally:
+        conn.close()
+
+
 def _pct(values: list[float], p: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
@@ -305,6 +324,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seed_s = await ensure_seeded(data_dir, args.customers)
     how = f"seeded in {seed_s:.1f} s" if seed_s else "cached"
     print(f"customers: {args.customers} ({how}, {time.perf_counter() - t:.1f} s)", file=sys.stderr)
+    _forget_agent_sessions(data_dir / "cti.db")
 
     nq = max(1, (args.agents + QUEUE_SIZE - 1) // QUEUE_SIZE)
     queues = [f"q{i:02d}" for i in range(nq)]
