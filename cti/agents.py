@@ -61,9 +61,7 @@ class AmiSender(Protocol):
 class SessionStore(Protocol):
     """Where logins are kept across restarts (cti.accounts.AgentSessionStore)."""
 
-    async def save(self, s: AgentSession) -> None: ...
-
-    async def delete(self, agent_id: str) -> None: ...
+    async def write(self, saves: Sequence[AgentSession], deletes: Sequence[str] = ()) -> None: ...
 
     async def load(self) -> list[AgentSession]: ...
 
@@ -559,33 +557,39 @@ class AgentService:
             await asyncio.shield(self._writer)
 
     async def _write_sessions(self) -> None:
-        """Write the current state of each marked agent (the latest state wins, so writes
-        never land out of order); a failed write is logged, the agent keeps working."""
+        """Write the current state of every marked agent in one transaction (the latest state
+        wins, so writes never land out of order); a failed write is logged, the agents keep
+        working."""
         store = self._sessions
         assert store is not None
         while self._dirty:
-            agent_id = self._dirty.pop()
-            a = self._agents.get(agent_id)
-            try:
+            ids = list(self._dirty)
+            self._dirty.clear()
+            saves: list[AgentSession] = []
+            deletes: list[str] = []
+            for agent_id in ids:
+                a = self._agents.get(agent_id)
                 if a is None:
-                    await store.delete(agent_id)
-                else:
-                    await store.save(
-                        AgentSession(
-                            agent_id=a.agent_id,
-                            name=a.name,
-                            device=a.device,
-                            server=a.server,
-                            queues=tuple(a.queues),
-                            paused=a.paused,
-                            logged_in_at=a.logged_in_at,
-                            state_since=a.session_since,
-                        )
+                    deletes.append(agent_id)
+                    continue
+                saves.append(
+                    AgentSession(
+                        agent_id=a.agent_id,
+                        name=a.name,
+                        device=a.device,
+                        server=a.server,
+                        queues=tuple(a.queues),
+                        paused=a.paused,
+                        logged_in_at=a.logged_in_at,
+                        state_since=a.session_since,
                     )
+                )
+            try:
+                await store.write(saves, deletes)
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                log.warning("agent session not stored", agent=agent_id, error=type(e).__name__)
+                log.warning("agent sessions not stored", agents=len(ids), error=type(e).__name__)
 
     async def restore(self) -> int:
         """Take back the logins stored by the previous process (call before the AMI links

@@ -329,6 +329,8 @@ class Daemon:
                 await link.stop()
             await services.hub.close_all()
             await services.bus.stop()
+            # a session change from the last reconcile may still be on its way to the store
+            await services.agents.flush_sessions()
         if self._runner is not None:
             await self._runner.cleanup()
         if services is not None:

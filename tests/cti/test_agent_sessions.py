@@ -9,6 +9,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -276,6 +277,13 @@ async def test_migration_from_empty_matches_the_table(empty_url: str) -> None:
         await store.save(s)  # saving again replaces, never duplicates
         assert await store.load() == [s]
         await store.delete("a1")
+        assert await store.load() == []
+        # many at once (a shift logging in): stored, replaced and removed in one write
+        many = [replace(s, agent_id=f"m{i:04d}", device=f"PJSIP/{2000 + i}") for i in range(1200)]
+        await store.write(many)
+        await store.write([replace(many[1], paused=None)], [many[0].agent_id, "nobody"])
+        assert await store.load() == [replace(many[1], paused=None), *many[2:]]
+        await store.write([], [m.agent_id for m in many])
         assert await store.load() == []
         # down to cti_0001 and up again
         async with engine.begin() as conn:
