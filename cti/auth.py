@@ -17,7 +17,7 @@ import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +41,8 @@ class Principal:
     agent_id: str
     username: str
     role: str  # agent | supervisor | admin
+    #: when the token it came from expires (epoch seconds); None when not from a token
+    expires_at: float | None = field(default=None, compare=False)
 
     def can(self, role: str) -> bool:
         """Roles nest: an admin may do what a supervisor may, a supervisor what an agent may."""
@@ -162,7 +164,7 @@ class TokenService:
             raise TokenError("invalid", "unknown role in token")
         if self._clock() >= exp:
             raise TokenError("expired", f"{typ} token expired")
-        return Principal(agent_id=sub, username=usr, role=rol)
+        return Principal(agent_id=sub, username=usr, role=rol, expires_at=float(exp))
 
     def issue(self, p: Principal) -> dict[str, Any]:
         return {

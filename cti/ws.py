@@ -13,8 +13,6 @@ validation and authorization rules for both ways in.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,18 +64,6 @@ class SocketActionError(Exception):
         self.message = message
         self.status = status
         self.fields = fields or []
-
-
-def token_expiry(token: str) -> float | None:
-    """The `exp` claim of an access token that `TokenService.verify_access` just accepted
-    (the signature is checked there; this only reads the payload half)."""
-    try:
-        body = token.split(".", 1)[0]
-        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-    except (ValueError, binascii.Error):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int) else None
 
 
 class CtiWebSocket(web.WebSocketResponse):
@@ -219,7 +205,7 @@ async def serve_socket(
             last_seq=last_seq,
             stream=stream,
             agent=principal.to_dict(),
-            expires_at=token_expiry(token),
+            expires_at=principal.expires_at,
         )
     except Exception:
         log.exception("websocket snapshot failed", agent=agent_id)
@@ -337,7 +323,7 @@ class _Session:
         if self.account_ok is not None and not await self.account_ok(self.agent_id):
             await self.close(CLOSE_BAD_TOKEN, "bad_token", "account disabled or removed")
             return None
-        expires_at = token_expiry(token)
+        expires_at = principal.expires_at
         self.principal = principal
         if expires_at is not None:
             self.hub.watch_token(self.conn, expires_at)
