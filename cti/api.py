@@ -266,7 +266,7 @@ def _principal(request: web.Request) -> Any:
         return None
 
 
-def _validation_fields(e: ValidationError, prefix: str) -> list[tuple[str, str]]:
+def validation_fields(e: ValidationError, prefix: str) -> list[tuple[str, str]]:
     out = []
     for err in e.errors(include_url=False):
         loc = ".".join(str(p) for p in err["loc"])
@@ -310,7 +310,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                 query = query_model.model_validate(dict(request.query))
             except ValidationError as e:
                 return error_response(
-                    422, "invalid_query", "invalid query parameters", _validation_fields(e, "query")
+                    422, "invalid_query", "invalid query parameters", validation_fields(e, "query")
                 )
         body: Any = None
         if body_model is not None:
@@ -324,7 +324,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
                     422,
                     "invalid_body",
                     "the request body is invalid",
-                    _validation_fields(e, "body"),
+                    validation_fields(e, "body"),
                 )
         ctx = Ctx(request, request.app.get(SERVICES), principal, path_values, query)
         try:
@@ -334,7 +334,7 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             return error_response(e.status, e.code, e.message, fields)
         except ValidationError as e:  # a handler validating a nested value itself
             return error_response(
-                422, "invalid_body", "the request body is invalid", _validation_fields(e, "body")
+                422, "invalid_body", "the request body is invalid", validation_fields(e, "body")
             )
         except web.HTTPException:
             raise

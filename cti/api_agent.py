@@ -46,7 +46,7 @@ from cti.api import (
     Ctx,
     Route,
     Strict,
-    _validation_fields,
+    validation_fields,
 )
 from cti.auth import Principal, TokenError
 from cti.pops import CallNotFound, NotAnswered, NotYourCall
@@ -1156,7 +1156,7 @@ async def socket_action(
             "invalid_body",
             "the message is invalid",
             422,
-            [(_field(f), m) for f, m in _validation_fields(e, "body")],
+            [(_field(f), m) for f, m in validation_fields(e, "body")],
         ) from None
     ctx = Ctx(request, services, principal, params, query)
     try:
@@ -1169,7 +1169,7 @@ async def socket_action(
             "invalid_body",
             "the message is invalid",
             422,
-            [(_field(f), m) for f, m in _validation_fields(e, "body")],
+            [(_field(f), m) for f, m in validation_fields(e, "body")],
         ) from None
     if result is None or route.response is None:
         return None
