@@ -58,21 +58,27 @@ def _rss_kib() -> int:
     return 0
 
 
-def _forget_agent_sessions(db: Path) -> None:
-    """Each run starts as after every agent logged out. Logins survive a daemon restart (the
-    sessions table), and a run ends with its 2,000 agents logged in: without this the next
-    run's daemon would restore them and log them all out again when the fresh simulator
-    reports no queue members."""
+def _reset_run_state(db: Path) -> None:
+    """Every run starts from the seeded CRM with every agent logged out.
+
+    * Calls come from a fixed pool of 5,000 numbers, and each run records ~2,700 legs: runs
+      on a reused CRM would give those customers more and more history, so that each card
+      would cost more to build than in the run before (the seed's own past interactions,
+      call ids ``seed...``, stay; the audit log is append-only and keeps its entries).
+    * Logins survive a daemon restart (the sessions table), and a run ends with its agents
+      logged in: the next run's daemon would restore them, then log them all out when the
+      fresh simulator reports no queue members.
+    """
     import sqlite3
 
     conn = sqlite3.connect(db)
     try:
-        have = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cti_agent_sessions'"
-        ).fetchone()
-        if have:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "cti_agent_sessions" in tables:
             conn.execute("DELETE FROM cti_agent_sessions")
-            conn.commit()
+        if "crm_interaction" in tables:
+            conn.execute("DELETE FROM crm_interaction WHERE call_id NOT LIKE 'seed%'")
+        conn.commit()
     finally:
         conn.close()
 
@@ -324,7 +330,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     seed_s = await ensure_seeded(data_dir, args.customers)
     how = f"seeded in {seed_s:.1f} s" if seed_s else "cached"
     print(f"customers: {args.customers} ({how}, {time.perf_counter() - t:.1f} s)", file=sys.stderr)
-    _forget_agent_sessions(data_dir / "cti.db")
+    _reset_run_state(data_dir / "cti.db")
 
     nq = max(1, (args.agents + QUEUE_SIZE - 1) // QUEUE_SIZE)
     queues = [f"q{i:02d}" for i in range(nq)]
