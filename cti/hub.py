@@ -70,6 +70,17 @@ def _default(o: Any) -> Any:
     raise TypeError(f"{type(o).__name__} is not JSON serializable")
 
 
+def text_frame(text: str) -> bytes:
+    """A whole unmasked, uncompressed text frame as a server sends it (RFC 6455 5.2)."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        return bytes((0x81, n)) + data
+    if n < 1 << 16:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + data
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + data
+
+
 def encode(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False, default=_default)
 
@@ -80,6 +91,7 @@ class HubStats:
     agents_connected: int = 0
     sent: int = 0  # stream messages numbered by send()
     delivered: int = 0  # frames written to sockets
+    coalesced: int = 0  # frames that left in the same write as the one before them
     dropped_slow: int = 0  # closed 4008: outgoing queue full
     dropped_unacked: int = 0  # closed 4008: too many messages without an ack
     resumed: int = 0
@@ -409,11 +421,27 @@ class Hub:
 
     async def _write_loop(self, conn: Connection) -> None:
         out, wake, ws, stats = conn.out, conn.wake, conn.ws, self.stats
+        transport: asyncio.Transport | None = getattr(ws, "transport", None)
         try:
             while not conn.closing:
                 if not out:
                     wake.clear()
                     await wake.wait()
+                    continue
+                if (
+                    len(out) > 1
+                    and transport is not None
+                    and not transport.is_closing()
+                    and not transport.get_write_buffer_size()
+                ):
+                    # what queued up since the last write (an answer's call.update and
+                    # agent.state come together) leaves in one write: a send() on loopback
+                    # costs ~0.1 ms of the event loop's time. Only while the socket keeps up:
+                    # a backlog goes through send_str, which waits for the peer to drain.
+                    n = len(out)
+                    transport.write(b"".join([text_frame(out.popleft()) for _ in range(n)]))
+                    stats.delivered += n
+                    stats.coalesced += n - 1
                     continue
                 await ws.send_str(out.popleft())
                 stats.delivered += 1

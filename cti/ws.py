@@ -71,6 +71,9 @@ class CtiWebSocket(web.WebSocketResponse):
     `error` message and close code 4009, so the close is translated here."""
 
     too_big = False
+    #: the connection's transport once prepared: the hub writes several queued messages to
+    #: it in one go (cti.hub.Hub._write_loop)
+    transport: asyncio.Transport | None = None
 
     async def close(
         self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
@@ -104,6 +107,8 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
         timeout=svc.settings.web.ws_close_timeout,
     )
     await ws.prepare(request)
+    transport = request.transport
+    ws.transport = transport if isinstance(transport, asyncio.Transport) else None
     accounts = svc.accounts
 
     async def account_ok(agent_id: str) -> bool:
