@@ -26,7 +26,7 @@ from ami.events import AgentStatus
 from ami.settings import SimulatorSettings
 from ami.simulator import PbxSimulator
 from crm_bridge.db import alembic_config, make_engine
-from cti.accounts import AgentSession, AgentSessionStore, metadata
+from cti.accounts import AccountStore, AgentSession, AgentSessionStore, metadata
 from cti.agents import GONE_FROM_PBX
 from cti.app import Daemon, running_daemon
 from cti.migrations import VERSIONS_DIR, migrate
@@ -285,6 +285,17 @@ async def test_migration_from_empty_matches_the_table(empty_url: str) -> None:
         assert await store.load() == [replace(many[1], paused=None), *many[2:]]
         await store.write([], [m.agent_id for m in many])
         assert await store.load() == []
+        # an account disabled while the daemon was down does not come back logged in
+        accounts = AccountStore(engine)
+        view = await accounts.create("dora", "long enough secret", role="agent")
+        dora = replace(s, agent_id=view.agent_id, device="PJSIP/1002")
+        await store.write([s, dora])
+        assert sorted(await store.load(), key=lambda x: x.agent_id) == sorted(
+            [s, dora], key=lambda x: x.agent_id
+        )
+        await accounts.disable(view.agent_id)
+        assert await store.load() == [s]
+        await store.write([], [s.agent_id, dora.agent_id])
         # down to cti_0001 and up again
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade, empty_url, "cti_0001")
