@@ -69,10 +69,7 @@ class TableSql:
         out = []
         for r in conn.execute(sql, args):
             out.append(
-                {
-                    c: (v if p is None else p(v))
-                    for c, p, v in zip(columns, procs, r, strict=True)
-                }
+                {c: (v if p is None else p(v)) for c, p, v in zip(columns, procs, r, strict=True)}
             )
         return out
 
