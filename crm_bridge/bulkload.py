@@ -732,19 +732,27 @@ async def restore_indexes(engine: AsyncEngine) -> list[str]:
     returns their names."""
     from crm_bridge.models import Customer
 
-    made: list[str] = []
-    async with engine.begin() as conn:
-        for ix in deferrable_indexes():
+    def create(sync_conn: Any) -> list[str]:
+        from sqlalchemy import inspect
 
-            def create(sync_conn: Any, ix: Index = ix) -> bool:
-                from sqlalchemy import inspect
-
-                have = {i["name"] for i in inspect(sync_conn).get_indexes(Customer.__tablename__)}
-                if ix.name in have:
-                    return False
+        have = {i["name"] for i in inspect(sync_conn).get_indexes(Customer.__tablename__)}
+        missing = [ix for ix in deferrable_indexes() if ix.name not in have]
+        sqlite = bool(missing) and sync_conn.dialect.name == "sqlite"
+        if sqlite:
+            # each build sorts the whole table. Measured on 200,000 customers: the sorter
+            # took about twice as long with its runs in memory (the engine's temp_store) as
+            # in temporary files, which the OS cache holds anyway; a second sorter thread
+            # helps a little
+            sync_conn.exec_driver_sql("PRAGMA temp_store=FILE")
+            sync_conn.exec_driver_sql("PRAGMA threads=2")
+        try:
+            for ix in missing:
                 ix.create(sync_conn)
-                return True
+        finally:
+            if sqlite:
+                sync_conn.exec_driver_sql("PRAGMA temp_store=MEMORY")
+                sync_conn.exec_driver_sql("PRAGMA threads=0")
+        return [str(ix.name) for ix in missing]
 
-            if await conn.run_sync(create):
-                made.append(str(ix.name))
-    return made
+    async with engine.begin() as conn:
+        return await conn.run_sync(create)
