@@ -192,7 +192,7 @@ class _LinkProtocol(AMIProtocol):
 
     def __init__(self, link: AmiLink) -> None:
         self.link = link
-        self.parser = AmiParser()
+        self.parser = AmiParser(link._events)
         self.pending: dict[str, _Pending] = {}
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
@@ -311,8 +311,12 @@ class AmiLink:
         on_resync: Callable[[Resync], None] | None = None,
         on_state: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
+        events: frozenset[str] | None = None,
     ) -> None:
         self.settings = settings
+        #: the events `on_message` wants (None: all); the others are dropped while framing,
+        #: except list items answering our own actions
+        self._events = events
         self._on_message = on_message
         self._on_resync = on_resync
         self._on_state = on_state

@@ -391,6 +391,11 @@ class CallTracker:
 
     # ------------------------------------------------------------------ public API
 
+    @property
+    def events(self) -> frozenset[str]:
+        """The AMI events this tracker reads; a link may drop the others unread."""
+        return frozenset(self._handlers)
+
     def feed(self, message: Mapping[str, str], at: float) -> list[CallEvent]:
         """One AMI message exactly as received; `at` its arrival time in seconds."""
         self.stats.messages += 1

@@ -257,7 +257,7 @@ class Daemon:
             services.agents.apply_queue_status(r.queue_members, server=server.name)
 
         # the link logs its own state changes (once each); nothing to add here
-        link = AmiLink(server, on_message=on_message, on_resync=on_resync)
+        link = AmiLink(server, on_message=on_message, on_resync=on_resync, events=tracker.events)
         services.links[server.name] = link
         services.trackers[server.name] = tracker
 

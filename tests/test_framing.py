@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from ami.framing import MAX_FRAME_BYTES, AmiParser
 from ami.trace import read_trace, wire_bytes
+from ami.tracker import CallTracker
+from tests.ami.expected.traces import LAB_ENDPOINTS
 
 TRACES = Path(__file__).parent / "traces"
 
@@ -99,3 +101,41 @@ def test_arbitrary_bytes_never_raise(data: bytes, step: int) -> None:
     for i in range(0, len(data), step):
         for msg in p.feed(data[i : i + step]):
             assert all(isinstance(k, str) and isinstance(v, str) for k, v in msg.items())
+
+
+def test_events_not_kept_are_dropped_unless_they_answer_an_action() -> None:
+    p = AmiParser(frozenset({"Hangup"}))
+    out = p.feed(
+        b"Asterisk Call Manager/11.0.0\r\n"
+        b"Event: DeviceStateChange\r\nDevice: PJSIP/1001\r\nState: INUSE\r\n\r\n"
+        b"Event: Hangup\r\nUniqueid: 1.1\r\n\r\n"
+        b"Event: DeviceStateChange\r\nActionID: 7\r\nDevice: PJSIP/1002\r\n\r\n"
+        b"Response: Success\r\nActionID: 8\r\n\r\n"
+        b"Event: Hangup\r\n\r\nEvent: Hangu\r\n\r\n"
+    )
+    assert out == [
+        {"Event": "Hangup", "Uniqueid": "1.1"},
+        {"Event": "DeviceStateChange", "ActionID": "7", "Device": "PJSIP/1002"},
+        {"Response": "Success", "ActionID": "8"},
+        {"Event": "Hangup"},
+    ]
+    assert p.stats.skipped == 2 and p.stats.messages == 4
+
+
+@pytest.mark.parametrize("trace", sorted(TRACES.glob("*.ami")), ids=lambda p: p.name)
+def test_dropping_what_the_tracker_ignores_changes_none_of_its_call_events(trace: Path) -> None:
+    """The daemon's links drop, while framing, every event the call tracker has no handler
+    for; the call events of every recorded trace must stay exactly the same."""
+    data = wire_bytes(trace)
+
+    def call_events(keep: frozenset[str] | None) -> list[object]:
+        tracker = CallTracker(local_endpoints=LAB_ENDPOINTS)
+        out: list[object] = []
+        parser = AmiParser(keep)
+        for msg in parser.feed(data):
+            out += tracker.feed(msg, 0.0)
+        out += tracker.flush()
+        return out
+
+    keep = CallTracker(local_endpoints=()).events
+    assert call_events(keep) == call_events(None)
