@@ -720,8 +720,10 @@ class BuiltinCrm:
         self._inline = True
         self._writer: SqliteWriter | None = None
         self._raw_tables: _RawTables | None = None
-        if self._reader is not None:
-            # concurrent writers queue as long as the engine's own connections do
+        if self._reader is not None and not self._reader.url.query:
+            # (a URL with query options, e.g. a `file:` URI, keeps the SQLAlchemy path: the
+            # writer opens the plain file name.) Concurrent writers queue as long as the
+            # engine's own connections do.
             self._writer = SqliteWriter(self._reader.url.database or "", busy_timeout_ms=10_000)
             d = self._reader.dialect
             self._raw_tables = _RawTables(
