@@ -332,27 +332,14 @@ class AgentSessionStore:
                 await conn.execute(t.insert(), rows)
 
     async def load(self) -> list[AgentSession]:
-        """Every saved session of an account that is not disabled; a row that cannot be read
-        is skipped (and logged), not fatal: the agent logs in again."""
-        t, a = agent_sessions_table, accounts_table
-        q = (
-            sa.select(t, a.c.disabled)
-            .select_from(t.outerjoin(a, a.c.agent_id == t.c.agent_id))
-            .order_by(t.c.agent_id)
-        )
+        """Every saved session; a row that cannot be read is skipped (and logged), not fatal:
+        the agent logs in again. (An account disabled meanwhile is logged out by the daemon
+        once its AMI links are up: see cti.app.)"""
+        t = agent_sessions_table
         async with self._engine.connect() as conn:
-            rows = (await conn.execute(q)).all()
+            rows = (await conn.execute(sa.select(t).order_by(t.c.agent_id))).all()
         out: list[AgentSession] = []
         for r in rows:
-            if r.disabled:
-                # disabled while the daemon was down: not counted as an agent at work (the
-                # dialer paces on ready agents); Asterisk may still ring the device
-                log.warning(
-                    "agent session of a disabled account not restored",
-                    agent=r.agent_id,
-                    device=r.device,
-                )
-                continue
             try:
                 queues = json.loads(r.queues)
                 if not isinstance(queues, list) or not all(isinstance(q, str) for q in queues):

@@ -156,8 +156,7 @@ class Daemon:
         await agents.restore()
         for link in links.values():
             await link.start()
-        if services.dialer is not None:
-            self._tasks.append(asyncio.create_task(self._start_dialer(services), name="dialer"))
+        self._tasks.append(asyncio.create_task(self._links_up(services), name="links-up"))
 
         self.app = self._make_web_app(services)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
@@ -223,13 +222,31 @@ class Daemon:
         services.dialer = dialer
         services.bus.subscribe("dialer", dialer.on_event)
 
-    async def _start_dialer(self, services: Services) -> None:
-        """Start pacing once the PBX's live calls are known, so that attempts left in flight
-        by a previous process are reconciled against reality, not against an empty link."""
+    async def _links_up(self, services: Services) -> None:
+        """Once the AMI links are up (their first QueueStatus has reconciled the restored
+        logins): log out the restored agents whose account was disabled meanwhile, then start
+        pacing, so that attempts left in flight by a previous process are reconciled against
+        the PBX's live calls, and no disabled agent is counted as ready."""
         for link in services.links.values():
             await link.wait_connected(30.0)
-        live = {c.call_id for t in services.trackers.values() for c in t.live_calls()}
-        await services.dialer.start(live)
+        await self._logout_disabled(services)
+        if services.dialer is not None:
+            live = {c.call_id for t in services.trackers.values() for c in t.live_calls()}
+            await services.dialer.start(live)
+
+    @staticmethod
+    async def _logout_disabled(services: Services) -> None:
+        accounts = services.accounts
+        if accounts is None:
+            return
+        for agent_id in services.agents.logged_in():
+            try:
+                view = await accounts.get(agent_id)
+                if view is not None and view.disabled:
+                    log.warning("restored login of a disabled account logged out", agent=agent_id)
+                    await services.agents.logout(agent_id)
+            except Exception:  # the PBX or the database: the agent stays, it is logged
+                log.exception("logging out a disabled account failed", agent=agent_id)
 
     def _on_agent_change(self, change: Any) -> None:
         services = self.services

@@ -88,11 +88,12 @@ async def test_logins_survive_a_restart_and_calls_still_pop(tmp_path: Path) -> N
             assert svc is not None
             links = svc.links
             await wait(lambda: all(link.connected for link in links.values()))
-            for name in ("ann", "bea", "cid", "dan"):
+            for name in ("ann", "bea", "cid", "dan", "eve"):
                 p = await svc.accounts.create(name, PASSWORD, display_name=name.title())
                 ids[name] = p.agent_id
             devices = {"ann": "PJSIP/1001", "bea": "PJSIP/1002", "cid": "PJSIP/1003"}
             devices["dan"] = "PJSIP/1004"
+            devices["eve"] = "PJSIP/1005"
             tokens = {}
             for name, device in devices.items():
                 sim.set_phone(device, "manual")
@@ -109,7 +110,7 @@ async def test_logins_survive_a_restart_and_calls_still_pop(tmp_path: Path) -> N
             status, _ = await post(http, d1, "/api/agent/logout", {}, tokens["dan"])
             assert status == 200
             rows = await stored(d1)
-            assert set(rows) == {ids["ann"], ids["bea"], ids["cid"]}
+            assert set(rows) == {ids["ann"], ids["bea"], ids["cid"], ids["eve"]}
             assert rows[ids["ann"]].device == "PJSIP/1001"
             assert set(rows[ids["ann"]].queues) == {"support", "sales"}
             assert rows[ids["bea"]].paused == "lunch"
@@ -117,8 +118,15 @@ async def test_logins_survive_a_restart_and_calls_still_pop(tmp_path: Path) -> N
             ann_since = svc.agents.view(ids["ann"]).since
             bea_since = svc.agents.view(ids["bea"]).since
 
-        # while the CTI is down, someone removes cid from the queue on the PBX itself
+        # while the CTI is down, someone removes cid from the queue on the PBX itself, and an
+        # admin disables eve's account
         assert not sim.engine.queue_remove("support", "PJSIP/1003")
+        assert sim.engine.queues["support"].member("PJSIP/1005") is not None
+        engine = make_engine(settings.database_url())
+        try:
+            await AccountStore(engine).disable(ids["eve"])
+        finally:
+            await engine.dispose()
 
         # -- the second process, same database, same PBX -------------------------------------
         async with running_daemon(settings) as d2, aiohttp.ClientSession() as http:
@@ -129,6 +137,9 @@ async def test_logins_survive_a_restart_and_calls_still_pop(tmp_path: Path) -> N
             await wait(lambda: all(link.connected for link in links.values()))
             # restored, then reconciled with QueueStatus: cid is gone from the PBX
             await wait(lambda: agents.view(ids["cid"]).status is AgentStatus.LOGGED_OUT)
+            # eve was restored, then logged out once the link was up: off the PBX's queue too
+            await wait(lambda: agents.view(ids["eve"]).status is AgentStatus.LOGGED_OUT)
+            await wait(lambda: sim.engine.queues["support"].member("PJSIP/1005") is None)
             ann = agents.view(ids["ann"])
             assert ann.status is AgentStatus.READY
             assert ann.device == "PJSIP/1001" and set(ann.queues) == {"support", "sales"}
@@ -285,17 +296,6 @@ async def test_migration_from_empty_matches_the_table(empty_url: str) -> None:
         assert await store.load() == [replace(many[1], paused=None), *many[2:]]
         await store.write([], [m.agent_id for m in many])
         assert await store.load() == []
-        # an account disabled while the daemon was down does not come back logged in
-        accounts = AccountStore(engine)
-        view = await accounts.create("dora", "long enough secret", role="agent")
-        dora = replace(s, agent_id=view.agent_id, device="PJSIP/1002")
-        await store.write([s, dora])
-        assert sorted(await store.load(), key=lambda x: x.agent_id) == sorted(
-            [s, dora], key=lambda x: x.agent_id
-        )
-        await accounts.disable(view.agent_id)
-        assert await store.load() == [s]
-        await store.write([], [s.agent_id, dora.agent_id])
         # down to cti_0001 and up again
         async with engine.begin() as conn:
             await conn.run_sync(_downgrade, empty_url, "cti_0001")
