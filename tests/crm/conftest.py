@@ -17,11 +17,15 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from sqlalchemy.engine import make_url
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.db import make_engine, migrate, normalize_url
@@ -59,6 +63,40 @@ async def _pg_admin(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+@asynccontextmanager
+async def empty_database(kind: str, sqlite_file: Path, prefix: str) -> AsyncIterator[str]:
+    """The URL of a database with nothing in it, for migration tests: a new SQLite file, or
+    (kind "postgresql") a throw-away PostgreSQL database named `prefix` + random, dropped
+    afterwards; skips when CTI_TEST_PG_URL is not set."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{sqlite_file}"
+        return
+    if not pg_admin_url():
+        pytest.skip(f"{PG_ENV} not set")
+    name = f"{prefix}{secrets.token_hex(5)}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield (
+            make_url(pg_admin_url() or "").set(database=name).render_as_string(hide_password=False)
+        )
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def schema_diff(conn: Connection, metadata: MetaData, table_prefix: str) -> list[Any]:
+    """What differs between the migrated database and the models, for the tables whose name
+    starts with `table_prefix` (one package's tables; the others have their own test)."""
+
+    def only_ours(obj: Any, name: str | None, type_: str, reflected: bool, other: Any) -> bool:
+        if type_ == "table":
+            return bool(name and name.startswith(table_prefix))
+        table = getattr(obj, "table", None)
+        return table is None or table.name.startswith(table_prefix)
+
+    ctx = MigrationContext.configure(conn, opts={"include_object": only_ours, "compare_type": True})
+    return list(compare_metadata(ctx, metadata))
 
 
 @pytest.fixture(scope="session")

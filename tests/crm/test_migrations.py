@@ -3,50 +3,28 @@ migrated schema, and other packages' branches stacking on the CRM's base revisio
 
 from __future__ import annotations
 
-import secrets
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 import crm_bridge.models  # noqa: F401  (registers the tables)
 from crm_bridge.db import Base, make_engine, migrate
-from tests.crm.conftest import _pg_admin, pg_admin_url
+from tests.crm.conftest import empty_database, schema_diff
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'sub dir' / 'empty.db'}"
-        return
-    if not pg_admin_url():
-        pytest.skip("CTI_TEST_PG_URL not set")
-    name = f"cti_mig_{secrets.token_hex(5)}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            make_url(pg_admin_url() or "").set(database=name).render_as_string(hide_password=False)
-        )
-    finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _crm_only(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    if type_ == "table":
-        return bool(name and name.startswith("crm_"))
-    table = getattr(obj, "table", None)
-    return table is None or table.name.startswith("crm_")
+    async with empty_database(request.param, tmp_path / "sub dir" / "empty.db", "cti_mig_") as url:
+        yield url
 
 
 def _diff(conn: Connection) -> list[Any]:
-    ctx = MigrationContext.configure(conn, opts={"include_object": _crm_only, "compare_type": True})
-    return list(compare_metadata(ctx, Base.metadata))
+    return schema_diff(conn, Base.metadata, "crm_")
 
 
 def _tables(conn: Connection) -> set[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -16,11 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from pydantic import SecretStr
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 
 from ami.events import AgentStatus
 from ami.settings import SimulatorSettings
@@ -30,7 +27,7 @@ from cti.accounts import AccountStore, AgentSession, AgentSessionStore, metadata
 from cti.agents import GONE_FROM_PBX
 from cti.app import Daemon, running_daemon
 from cti.migrations import VERSIONS_DIR, migrate
-from tests.crm.conftest import _pg_admin, pg_admin_url
+from tests.crm.conftest import empty_database, schema_diff
 from tests.cti.test_api_env import PASSWORD, SIM_SECRET, daemon_settings_for
 
 pytestmark = pytest.mark.slow
@@ -236,31 +233,12 @@ async def test_a_stored_session_for_an_unknown_server_is_dropped(tmp_path: Path)
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}"
-        return
-    if not pg_admin_url():
-        pytest.skip("CTI_TEST_PG_URL not set")
-    name = f"cti_sess_{secrets.token_hex(5)}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
-    try:
-        yield (
-            make_url(pg_admin_url() or "").set(database=name).render_as_string(hide_password=False)
-        )
-    finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _cti_only(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    if type_ == "table":
-        return bool(name and name.startswith("cti_"))
-    table = getattr(obj, "table", None)
-    return table is None or table.name.startswith("cti_")
+    async with empty_database(request.param, tmp_path / "empty.db", "cti_sess_") as url:
+        yield url
 
 
 def _diff(conn: Connection) -> list[Any]:
-    ctx = MigrationContext.configure(conn, opts={"include_object": _cti_only, "compare_type": True})
-    return list(compare_metadata(ctx, metadata))
+    return schema_diff(conn, metadata, "cti_")
 
 
 def _downgrade(conn: Connection, url: str, target: str) -> None:
