@@ -15,20 +15,17 @@ from typing import Any
 import aiohttp
 import pytest
 from alembic import command
-from pydantic import SecretStr
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from ami.events import AgentStatus
-from ami.settings import SimulatorSettings
-from ami.simulator import PbxSimulator
 from crm_bridge.db import alembic_config, make_engine
 from cti.accounts import AccountStore, AgentSession, AgentSessionStore, metadata
 from cti.agents import GONE_FROM_PBX
 from cti.app import Daemon, running_daemon
 from cti.migrations import VERSIONS_DIR, migrate
 from tests.crm.conftest import empty_database, schema_diff
-from tests.cti.test_api_env import PASSWORD, SIM_SECRET, daemon_settings_for
+from tests.cti.test_api_env import PASSWORD, daemon_settings_for, quiet_simulator
 
 pytestmark = pytest.mark.slow
 
@@ -65,16 +62,7 @@ async def stored(d: Daemon) -> dict[str, AgentSession]:
 
 
 async def test_logins_survive_a_restart_and_calls_still_pop(tmp_path: Path) -> None:
-    sim = PbxSimulator(
-        SimulatorSettings(
-            port=0,
-            secret=SecretStr(SIM_SECRET),
-            inbound_per_minute=0,
-            agent_answer_after=0.5,
-            talk_min=300,
-            talk_max=300,
-        )
-    )
+    sim = quiet_simulator()
     await sim.start()
     settings = daemon_settings_for(tmp_path, sim.port)
     ids: dict[str, str] = {}

@@ -150,9 +150,9 @@ class Env:
         await self.wait(lambda: all(link.connected for link in svc.links.values()))
 
 
-@asynccontextmanager
-async def daemon_env(tmp: Path, **web: Any) -> AsyncIterator[Env]:
-    sim = PbxSimulator(
+def quiet_simulator() -> PbxSimulator:
+    """A PBX with no calls of its own: agents answer after 0.5 s, calls last 5 minutes."""
+    return PbxSimulator(
         SimulatorSettings(
             port=0,
             secret=SecretStr(SIM_SECRET),
@@ -162,6 +162,11 @@ async def daemon_env(tmp: Path, **web: Any) -> AsyncIterator[Env]:
             talk_max=300,
         )
     )
+
+
+@asynccontextmanager
+async def daemon_env(tmp: Path, **web: Any) -> AsyncIterator[Env]:
+    sim = quiet_simulator()
     await sim.start()
     try:
         settings = daemon_settings_for(tmp, sim.port, **web)
