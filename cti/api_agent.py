@@ -1100,6 +1100,12 @@ def _field(name: str | None) -> str:
     return "" if name in ("body", "query") else name
 
 
+def _invalid(e: ValidationError) -> Exception:
+    """A message that fails its route's model, as the REST body would."""
+    fields = [(_field(f), m) for f, m in validation_fields(e, "body")]
+    return _refused("invalid_body", "the message is invalid", 422, fields)
+
+
 def _refused(code: str, message: str, status: int, fields: list[tuple[str, str]]) -> Exception:
     from cti.ws import SocketActionError
 
@@ -1152,12 +1158,7 @@ async def socket_action(
             # the REST path's exact parsing: strict JSON validation of the same model
             body = route.body.model_validate_json(json.dumps(payload), strict=True)
     except ValidationError as e:
-        raise _refused(
-            "invalid_body",
-            "the message is invalid",
-            422,
-            [(_field(f), m) for f, m in validation_fields(e, "body")],
-        ) from None
+        raise _invalid(e) from None
     ctx = Ctx(request, services, principal, params, query)
     try:
         result = await route.handler(ctx, body)
@@ -1165,12 +1166,7 @@ async def socket_action(
         fields = [(_field(e.field), e.message)] if e.field else []
         raise _refused(e.code, e.message, e.status, fields) from None
     except ValidationError as e:
-        raise _refused(
-            "invalid_body",
-            "the message is invalid",
-            422,
-            [(_field(f), m) for f, m in validation_fields(e, "body")],
-        ) from None
+        raise _invalid(e) from None
     if result is None or route.response is None:
         return None
     if not isinstance(result, route.response):
