@@ -6,7 +6,7 @@ real SQLite file and once against PostgreSQL when ``CTI_TEST_PG_URL`` is set.
   emptied (TRUNCATE) before each test and dropped at the end.
 
 Fixtures for other test modules: ``db_url`` (migrated, empty), ``engine``, ``crm_settings``,
-``crm`` (a BuiltinCrm), ``pg_admin_url``.
+``crm`` (a BuiltinCrm), ``fake`` (the fake external CRM), ``pg_admin_url``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from crm_bridge.db import make_engine, migrate, normalize_url
 from crm_bridge.settings import CrmSettings
 from crm_bridge.store import BuiltinCrm
+from tests.crm.fake_crm import FakeCrm
 
 PG_ENV = "CTI_TEST_PG_URL"
 _T = TypeVar("_T")
@@ -185,3 +186,14 @@ def pg_url_or_skip() -> str:
     if not url:
         pytest.skip(f"{PG_ENV} not set")
     return url
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCrm]:
+    """The fake external CRM, served over HTTP on 127.0.0.1."""
+    f = FakeCrm()
+    await f.start()
+    try:
+        yield f
+    finally:
+        await f.stop()

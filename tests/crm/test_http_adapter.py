@@ -30,16 +30,6 @@ class Clock:
         return self.t
 
 
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCrm]:
-    f = FakeCrm()
-    await f.start()
-    try:
-        yield f
-    finally:
-        await f.stop()
-
-
 def _settings(fake: FakeCrm, **http: object) -> CrmSettings:
     h = {
         "base_url": fake.url,

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-
-import pytest
 
 from crm_bridge.adapter import InteractionRecord
 from crm_bridge.http_adapter import HttpCrmAdapter
 from crm_bridge.settings import CrmSettings, HttpCrmSettings
 from tests.crm.fake_crm import FIELD_MAP, FakeCrm
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeCrm]:
-    f = FakeCrm()
-    await f.start()
-    try:
-        yield f
-    finally:
-        await f.stop()
 
 
 async def test_a_batch_is_posted_record_by_record_in_order(fake: FakeCrm) -> None:
