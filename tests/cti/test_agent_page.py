@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,21 +42,26 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         yield e
 
 
-@pytest_asyncio.fixture
-async def page(env: Env) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def open_page() -> AsyncIterator[Any]:
+    """A fresh page in headless Chromium; a script error on the page fails the test."""
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            context = await browser.new_context()
-            pg = await context.new_page()
+            pg = await (await browser.new_context()).new_page()
             pg.set_default_timeout(10_000)
             errors: list[str] = []
             pg.on("pageerror", lambda e: errors.append(str(e)))
-            pg.errors = errors
             yield pg
             assert errors == [], errors
         finally:
             await browser.close()
+
+
+@pytest_asyncio.fixture
+async def page(env: Env) -> AsyncIterator[Any]:
+    async with open_page() as pg:
+        yield pg
 
 
 async def sign_in(page: Any, env: Env, username: str) -> None:

@@ -251,45 +251,36 @@ async def test_agent_page_sends_note_and_disposition_over_the_socket(env: Env) -
     """The page's note and disposition travel on the open websocket (no REST request for
     them), land in the interaction, and a refused disposition shows the server's error."""
     pw_api = pytest.importorskip("playwright.async_api")
-    from tests.cti.test_agent_page import CHROMIUM_ARGS, sign_in
+    from tests.cti.test_agent_page import open_page, sign_in
 
     expect = pw_api.expect
     await env.account("ida")
     await env.store.set_dispositions(["solved"], actor="test", scope_kind="queue", scope="support")
     env.sim.set_phone("PJSIP/1009", "manual")
-    async with pw_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await (await browser.new_context()).new_page()
-            page.set_default_timeout(10_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            rest_calls: list[str] = []
-            page.on(
-                "request",
-                lambda r: rest_calls.append(r.url) if "/api/calls/" in r.url else None,
-            )
-            await sign_in(page, env, "ida")
-            await page.fill("#device", "PJSIP/1009")
-            await page.fill("#queues", "support")
-            await page.click("#device-login")
-            await expect(page.locator("#conn")).to_have_attribute("data-state", "online")
-            call_id = env.sim.inbound_call("+4930777888", queue="support")
-            card = page.locator(f'.call[data-call-id="{call_id}"]')
-            await expect(card).to_be_visible()
-            assert env.sim.answer("PJSIP/1009")
-            await expect(card).to_have_attribute("data-state", "answered")
-            await card.locator(".note-text").fill("Sent over the socket")
-            await card.locator(".note-save").click()
-            await expect(card.locator(".notes li")).to_have_text(["Sent over the socket"])
-            await expect(card.locator(".call-info")).to_have_text("Note saved.")
-            await card.locator(".dispo-code").select_option("solved")
-            await card.locator(".dispo-save").click()
-            await expect(card.locator(".dispo-current")).to_have_text("disposition: solved")
-            assert rest_calls == []
-            await env.services.pops.drain()
-            rows = await env.store.interactions_for_call(call_id)
-            assert rows[0].notes == "Sent over the socket" and rows[0].disposition == "solved"
-            assert errors == []
-        finally:
-            await browser.close()
+    async with open_page() as page:
+        rest_calls: list[str] = []
+        page.on(
+            "request",
+            lambda r: rest_calls.append(r.url) if "/api/calls/" in r.url else None,
+        )
+        await sign_in(page, env, "ida")
+        await page.fill("#device", "PJSIP/1009")
+        await page.fill("#queues", "support")
+        await page.click("#device-login")
+        await expect(page.locator("#conn")).to_have_attribute("data-state", "online")
+        call_id = env.sim.inbound_call("+4930777888", queue="support")
+        card = page.locator(f'.call[data-call-id="{call_id}"]')
+        await expect(card).to_be_visible()
+        assert env.sim.answer("PJSIP/1009")
+        await expect(card).to_have_attribute("data-state", "answered")
+        await card.locator(".note-text").fill("Sent over the socket")
+        await card.locator(".note-save").click()
+        await expect(card.locator(".notes li")).to_have_text(["Sent over the socket"])
+        await expect(card.locator(".call-info")).to_have_text("Note saved.")
+        await card.locator(".dispo-code").select_option("solved")
+        await card.locator(".dispo-save").click()
+        await expect(card.locator(".dispo-current")).to_have_text("disposition: solved")
+        assert rest_calls == []
+        await env.services.pops.drain()
+        rows = await env.store.interactions_for_call(call_id)
+        assert rows[0].notes == "Sent over the socket" and rows[0].disposition == "solved"

@@ -213,36 +213,27 @@ async def test_agent_page_renews_its_token_on_the_open_socket(tmp_path: Path) ->
     """The page answers `token.expiring` with a refresh and a re-auth on the same socket (the
     warning window is set to nearly the whole lifetime, so it comes within seconds)."""
     pw_api = pytest.importorskip("playwright.async_api")
-    from tests.cti.test_agent_page import CHROMIUM_ARGS, sign_in
+    from tests.cti.test_agent_page import open_page, sign_in
 
     async with daemon_env(tmp_path, ws_reauth_warning_seconds=897.0) as env:
         await env.account("hal")
         hub = env.services.hub
-        async with pw_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            try:
-                page = await (await browser.new_context()).new_page()
-                page.set_default_timeout(10_000)
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await sign_in(page, env, "hal")
-                await pw_api.expect(page.locator("#conn")).to_have_attribute("data-state", "online")
-                before = json.loads(await page.evaluate("sessionStorage.getItem('cti.tokens')"))[
-                    "access_token"
-                ]
-                connections = hub.stats.connections
-                await env.wait(lambda: hub.stats.reauthenticated >= 1, within=10.0)
-                after = json.loads(await page.evaluate("sessionStorage.getItem('cti.tokens')"))[
-                    "access_token"
-                ]
-                assert after != before
-                # the same socket, renewed: no reconnect, nothing expired
-                assert hub.stats.connections == connections == 1
-                assert hub.stats.expired == 0 and hub.stats.snapshots == 1
-                await pw_api.expect(page.locator("#conn")).to_have_attribute("data-state", "online")
-                assert errors == []
-            finally:
-                await browser.close()
+        async with open_page() as page:
+            await sign_in(page, env, "hal")
+            await pw_api.expect(page.locator("#conn")).to_have_attribute("data-state", "online")
+            before = json.loads(await page.evaluate("sessionStorage.getItem('cti.tokens')"))[
+                "access_token"
+            ]
+            connections = hub.stats.connections
+            await env.wait(lambda: hub.stats.reauthenticated >= 1, within=10.0)
+            after = json.loads(await page.evaluate("sessionStorage.getItem('cti.tokens')"))[
+                "access_token"
+            ]
+            assert after != before
+            # the same socket, renewed: no reconnect, nothing expired
+            assert hub.stats.connections == connections == 1
+            assert hub.stats.expired == 0 and hub.stats.snapshots == 1
+            await pw_api.expect(page.locator("#conn")).to_have_attribute("data-state", "online")
 
 
 class MemorySocket:
