@@ -398,12 +398,6 @@ class Hub:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def close_connection(
-        self, conn: Connection, code: int, reason: str, error: dict[str, Any] | None = None
-    ) -> None:
-        """Close one socket now (e.g. a re-authentication was refused)."""
-        self._drop(conn, code, reason, error)
-
     async def _close(
         self, conn: Connection, code: int, reason: str, error: dict[str, Any] | None = None
     ) -> None:

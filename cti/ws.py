@@ -143,6 +143,28 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _check_token(
+    tokens: TokenService,
+    token: str,
+    account_ok: Callable[[str], Awaitable[bool]] | None,
+    agent_id: str | None = None,
+) -> Principal | tuple[int, str, str]:
+    """Who an access token speaks for, or (close code, error, reason) refusing it: at open
+    and at a re-authentication, which must keep the socket's `agent_id`."""
+    try:
+        principal = tokens.verify_access(token)
+    except TokenError as e:
+        if e.kind == "expired":
+            return CLOSE_TOKEN_EXPIRED, "token_expired", "token expired: refresh it"
+        return CLOSE_BAD_TOKEN, "bad_token", "token refused"
+    if agent_id is not None and principal.agent_id != agent_id:
+        log.warning("re-auth with another agent's token", agent=agent_id)
+        return CLOSE_BAD_TOKEN, "wrong_agent", "the token is another agent's"
+    if account_ok is not None and not await account_ok(principal.agent_id):
+        return CLOSE_BAD_TOKEN, "bad_token", "account disabled or removed"
+    return principal
+
+
 async def _refuse(ws: CtiWebSocket, code: int, err: str, message: str) -> None:
     if not ws.closed:
         try:
@@ -190,16 +212,9 @@ async def serve_socket(
     ):
         await _refuse(ws, CLOSE_PROTOCOL_ERROR, "protocol", "auth: token string, last_seq int")
         return
-    try:
-        principal = tokens.verify_access(token)
-    except TokenError as e:
-        if e.kind == "expired":
-            await _refuse(ws, CLOSE_TOKEN_EXPIRED, "token_expired", "token expired: refresh it")
-        else:
-            await _refuse(ws, CLOSE_BAD_TOKEN, "bad_token", "token refused")
-        return
-    if account_ok is not None and not await account_ok(principal.agent_id):
-        await _refuse(ws, CLOSE_BAD_TOKEN, "bad_token", "account disabled or removed")
+    principal = await _check_token(tokens, token, account_ok)
+    if not isinstance(principal, Principal):
+        await _refuse(ws, *principal)
         return
 
     agent_id = principal.agent_id
@@ -313,20 +328,9 @@ class _Session:
         token = msg.get("token")
         if not isinstance(token, str):
             return _problem("bad_message", "auth needs a token string", req_id)
-        try:
-            principal = self.tokens.verify_access(token)
-        except TokenError as e:
-            if e.kind == "expired":
-                await self.close(CLOSE_TOKEN_EXPIRED, "token_expired", "token expired: refresh it")
-            else:
-                await self.close(CLOSE_BAD_TOKEN, "bad_token", "token refused")
-            return None
-        if principal.agent_id != self.agent_id:
-            log.warning("re-auth with another agent's token", agent=self.agent_id)
-            await self.close(CLOSE_BAD_TOKEN, "wrong_agent", "the token is another agent's")
-            return None
-        if self.account_ok is not None and not await self.account_ok(self.agent_id):
-            await self.close(CLOSE_BAD_TOKEN, "bad_token", "account disabled or removed")
+        principal = await _check_token(self.tokens, token, self.account_ok, self.agent_id)
+        if not isinstance(principal, Principal):
+            await self.close(*principal)
             return None
         expires_at = principal.expires_at
         self.principal = principal
