@@ -299,12 +299,6 @@ class AgentSessionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def save(self, s: AgentSession) -> None:
-        await self.write([s])
-
-    async def delete(self, agent_id: str) -> None:
-        await self.write([], [agent_id])
-
     async def write(self, saves: Sequence[AgentSession], deletes: Sequence[str] = ()) -> None:
         """Store some sessions and remove others, in one transaction: a shift's logins come
         together, and one transaction per agent made 2,000 logins take seconds."""

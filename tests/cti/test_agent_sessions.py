@@ -191,8 +191,8 @@ async def test_a_stored_session_for_an_unknown_server_is_dropped(tmp_path: Path)
             ("a2", None, "PJSIP/1002-00000001"),
             ("a3", None, "PJSIP/1003"),
         ):
-            await store.save(
-                AgentSession(agent_id, agent_id, device, server, ("support",), None, 1.0, 2.0)
+            await store.write(
+                [AgentSession(agent_id, agent_id, device, server, ("support",), None, 1.0, 2.0)]
             )
         async with engine.begin() as conn:  # a row another version wrote badly
             await conn.execute(
@@ -250,10 +250,10 @@ async def test_migration_from_empty_matches_the_table(empty_url: str) -> None:
             assert await conn.run_sync(_diff) == []
         store = AgentSessionStore(engine)
         s = AgentSession("a1", "Ann", "PJSIP/1001", "pbx1", ("support", "sales"), "lunch", 1.5, 2.5)
-        await store.save(s)
-        await store.save(s)  # saving again replaces, never duplicates
+        await store.write([s])
+        await store.write([s])  # saving again replaces, never duplicates
         assert await store.load() == [s]
-        await store.delete("a1")
+        await store.write([], ["a1"])
         assert await store.load() == []
         # many at once (a shift logging in): stored, replaced and removed in one write
         many = [replace(s, agent_id=f"m{i:04d}", device=f"PJSIP/{2000 + i}") for i in range(1200)]
