@@ -63,7 +63,8 @@ class TableSql:
         args: list[Any] = []
         for col, values in where.items():
             conds.append(f"{col} IN ({','.join('?' * len(values))})")
-            args.extend(self._value(col, {col: v}) for v in values)
+            proc = self._bind[col]
+            args.extend(values if proc is None else [proc(v) for v in values])
         sql = f"SELECT {', '.join(columns)} FROM {self.name} WHERE {' AND '.join(conds)}"
         procs = [self._result[c] for c in columns]
         out = []
