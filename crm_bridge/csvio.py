@@ -88,7 +88,7 @@ _PHONE_KIND_COL = re.compile(r"^(phone(?:[2-9]|[1-9][0-9])?)_kind$")
 _EMAIL_COL = re.compile(r"^email([2-9]|[1-9][0-9])?$")
 _ID_COL = re.compile(r"^id_([a-z][a-z0-9_]{0,31})$")
 _CF_COL = re.compile(r"^cf_([a-z][a-z0-9_]{0,62})(?::(.*))?$")
-_BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
+BAD_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff]")
 _ISO_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z]{2,4})?$")
 
@@ -281,6 +281,13 @@ class PhoneNormalizer:
         # and validates the rest, exactly what the pattern checks
         trunk = md is not None and md.national_prefix == "0" and self._prefix
         self._national = _NATIONAL if trunk and self._valid is not None else None
+        #: the shortcut as one pattern over the whole text: a match is a valid number in
+        #: E.164 (and the result is the text itself); for checking whole columns at once
+        self.valid_e164: re.Pattern[str] | None = None
+        if self._fast is not None and self._valid is not None:
+            self.valid_e164 = re.compile(
+                rf"\+{cc}(?=[1-9][0-9]{{3,13}}\Z)(?:{self._valid.pattern})"
+            )
 
     def __call__(self, raw: str) -> tuple[str, str]:
         """(E.164, extension); raises InvalidNumber."""
@@ -359,7 +366,7 @@ class ParsedRow:
 #: memo entries per column: low-cardinality columns (kind, country, zone, a choice field,
 #: dates) hit it almost always; a column of unique values stops growing at the bound
 MEMO_MAX = 20_000
-_CHECKED = ("kind", "vip", "country", "language", "time_zone")
+CHECKED_COLUMNS = ("kind", "vip", "country", "language", "time_zone")
 
 
 class RowParser:
@@ -381,7 +388,7 @@ class RowParser:
         self.layout = layout
         self.width = len(layout.header)
         self.phone = PhoneNormalizer(region, default_area)
-        self._custom: list[tuple[str, int, FieldDef, dict[str, Any]]] = []
+        self.custom_cols: list[tuple[str, int, FieldDef, dict[str, Any]]] = []
         for name, idx, header_def in layout.custom:
             fd = fields.get(name) or header_def
             if fd is None:
@@ -390,23 +397,23 @@ class RowParser:
                     f"or give its type in the header (cf_{name}:text, :number, :date, :bool, "
                     ":choice=a|b)"
                 )
-            self._custom.append((name, idx, fd, {}))
+            self.custom_cols.append((name, idx, fd, {}))
         given = {name for name, _, _ in layout.custom}
         missing = [n for n, fd in fields.items() if fd.required and n not in given]
         if missing:
             raise LayoutError(
                 f"required custom field(s) {', '.join(sorted(missing))} have no column"
             )
-        self._customer = [(c, i, CUSTOMER_COLUMNS[c]) for c, i in layout.customer]
+        self.customer_cols = [(c, i, CUSTOMER_COLUMNS[c]) for c, i in layout.customer]
         self._name_idx = next(i for c, i in layout.customer if c == "name")
-        self._phones = [
+        self.phone_cols = [
             (pi, ki, "phone" if n == 1 else f"phone{n}")
             for n, (pi, ki) in enumerate(layout.phones, 1)
         ]
-        self._emails = [
+        self.email_cols = [
             (ei, "email" if n == 1 else f"email{n}") for n, ei in enumerate(layout.emails, 1)
         ]
-        self._checked = any(c in _CHECKED for c, _ in layout.customer)
+        self.checks_customer = any(c in CHECKED_COLUMNS for c, _ in layout.customer)
         self._check_memo: dict[tuple[str | None, ...], tuple[tuple[str, Any], ...] | str] = {}
 
     def name_of(self, row: list[str]) -> str:
@@ -417,10 +424,10 @@ class RowParser:
         """The normalized row; raises RowError with the reason."""
         if len(row) != self.width:
             raise RowError(f"expected {self.width} fields, found {len(row)}")
-        if _BAD_TEXT.search("".join(row)):
+        if BAD_TEXT.search("".join(row)):
             raise RowError(_bad_text_reason(row))
         customer: dict[str, Any] = {}
-        for col, i, limit in self._customer:
+        for col, i, limit in self.customer_cols:
             v = row[i].strip()
             if v:
                 if len(v) > limit:
@@ -428,11 +435,11 @@ class RowParser:
                 customer[col] = v
         if not customer.get("name"):
             raise RowError("name is empty")
-        if self._checked:
+        if self.checks_customer:
             self._check_customer(customer)
         phones: list[tuple[str, str, str, str]] = []
         seen: set[str] = set()
-        for pi, ki, col in self._phones:
+        for pi, ki, col in self.phone_cols:
             raw = row[pi].strip()
             kind = row[ki].strip().lower() if ki >= 0 else ""
             if not raw:
@@ -453,7 +460,7 @@ class RowParser:
                 seen.add(e164)
                 phones.append((e164, kind, ext, raw))
         emails: list[str] = []
-        for ei, col in self._emails:
+        for ei, col in self.email_cols:
             raw = row[ei].strip()
             if not raw:
                 continue
@@ -471,7 +478,7 @@ class RowParser:
                     raise RowError(f"{typ}: longer than {MAX_ID_LEN} characters ({len(v)})")
                 ids.append((typ, v))
         custom: dict[str, Any] = {}
-        for name, ci, fd, memo in self._custom:
+        for name, ci, fd, memo in self.custom_cols:
             v = row[ci]
             if (v == "" or v.isspace()) and not fd.required:
                 continue
@@ -495,11 +502,11 @@ class RowParser:
         got = self._check_memo.get(key)
         if got is None:
             try:
-                checked = _check_customer(*key)
+                checked = check_customer_values(*key)
                 # only what the check changed is written back (usually just vip's bool)
                 got = tuple(
                     (k, v)
-                    for k, v, raw in zip(_CHECKED, checked, key, strict=True)
+                    for k, v, raw in zip(CHECKED_COLUMNS, checked, key, strict=True)
                     if v is not None and v != raw
                 )
             except RowError as e:
@@ -524,7 +531,7 @@ class _Refused:
 _MISSING: Any = object()
 
 
-def _check_customer(
+def check_customer_values(
     kind: str | None,
     vip: str | None,
     country: str | None,
@@ -532,7 +539,8 @@ def _check_customer(
     time_zone: str | None,
 ) -> tuple[Any, ...]:
     """The checked values of the customer columns that need more than a length check, in
-    the order of ``_CHECKED`` (None where not given); raises RowError for the first bad one."""
+    the order of ``CHECKED_COLUMNS`` (None where not given); raises RowError for the first
+    bad one."""
     if kind is not None:
         low = kind.lower()
         if low == "organization":
@@ -578,7 +586,7 @@ def _valid_zone(name: str) -> bool:
 
 def _bad_text_reason(row: list[str]) -> str:
     for cell in row:
-        m = _BAD_TEXT.search(cell)
+        m = BAD_TEXT.search(cell)
         if m is None:
             continue
         ch = m.group(0)
@@ -675,7 +683,7 @@ def read_header(f: IO[bytes]) -> tuple[list[str], int, int, str]:
         if rec.error:
             raise LayoutError(f"line {rec.line}: header {rec.error}")
         cells = rec.fields
-        if any(_BAD_TEXT.search(c) for c in cells):
+        if any(BAD_TEXT.search(c) for c in cells):
             raise LayoutError(f"line {rec.line}: the header is not valid UTF-8 text")
         return cells, rec.end_offset, rec.end_line, delimiter
     raise LayoutError("the file is empty (no header row)")

@@ -158,6 +158,9 @@ def test_e164_shortcut_agrees_with_the_normalizer(region: str, samples: int) -> 
         except InvalidNumber:
             got = None
         assert (got == raw) == want, raw
+        # the same shortcut as one pattern, which the bulk loader runs over whole columns
+        assert fast.valid_e164 is not None
+        assert (fast.valid_e164.match(raw) is not None) == want, raw
         agree += want
     assert 0.01 * len(raws) < agree < len(raws)  # both valid and invalid numbers were compared
     # and the full normalizer agrees on a sample
