@@ -8,6 +8,9 @@ Shared by the portable import (:mod:`crm_bridge.importer`), the SQLite bulk load
 from __future__ import annotations
 
 import datetime as dt
+import re
+import unicodedata
+from itertools import repeat
 from typing import Any
 
 from crm_bridge.csvio import RowError
@@ -53,6 +56,51 @@ def name_values(name: str) -> tuple[str, ...]:
     words = key.split(" ")
     rkey = " ".join([words[-1], *words[:-1]]) if len(words) > 1 else words[0]
     return (key[: LIMITS["name"]], rkey[: LIMITS["name"]])
+
+
+#: between the names of a column joined into one text: a control character (no name that
+#: gets this far has one) that no rule below changes or treats as white space
+_SEP = "\x00"
+_SPACES = re.compile(r"\s+")
+_EDGE_SPACES = re.compile(r" ?\x00 ?")
+#: characters seen so far -> whether they are combining marks (dropped from keys)
+_COMBINING: dict[str, bool] = {}
+
+
+def name_columns(names: list[str]) -> tuple[list[str], list[str]]:
+    """:func:`name_values` of many names, as two columns: the same rules applied to all names
+    at once, as one text (what each rule does to a character or a run of white space never
+    reaches across the separator). A property test holds it equal to name_values.
+
+    Why: a bulk import computes the keys of every row; a few passes over one text in C cost
+    half of what a function call per name does.
+    """
+    if not names:
+        return [], []
+    text = _SEP.join(names)
+    if text.count(_SEP) != len(names) - 1:  # a name with the separator in it
+        pairs = [name_values(n) for n in names]
+        return [k for k, _ in pairs], [r for _, r in pairs]
+    folded = text.lower() if text.isascii() else unicodedata.normalize("NFKD", text.casefold())
+    chars = set(folded)
+    for c in chars.difference(_COMBINING):
+        _COMBINING[c] = bool(unicodedata.combining(c))
+    spaces = False
+    for c in chars:
+        if _COMBINING[c]:
+            folded = folded.replace(c, "")
+        elif c.isspace() and c != _SEP:
+            spaces = True
+    if spaces:  # one space between words, none at either end of a name
+        folded = _EDGE_SPACES.sub(_SEP, _SPACES.sub(" ", folded)).strip(" ")
+    keys = folded.split(_SEP)
+    words = map(str.rpartition, keys, repeat(" "))
+    rkeys = [f"{last} {rest}" if gap else last for rest, gap, last in words]
+    limit = LIMITS["name"]
+    if max(map(len, keys), default=0) > limit or max(map(len, rkeys), default=0) > limit:
+        keys = [k[:limit] for k in keys]
+        rkeys = [k[:limit] for k in rkeys]
+    return keys, rkeys
 
 
 def _printable(s: str) -> str:

@@ -35,21 +35,23 @@ import socket
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain, compress, repeat
 from multiprocessing.connection import Connection
+from operator import is_not
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from crm_bridge.batchparse import ColumnParser, Columns
 from crm_bridge.batchrules import (
     NAME_COLUMNS,
     dedupe,
-    name_values,
     reject_row,
     sqlite_datetime,
 )
-from crm_bridge.csvio import Layout, RowError, RowParser, is_blank, unreadable
+from crm_bridge.csvio import Layout, RowParser, is_blank, unreadable
 from crm_bridge.customfields import FieldDef
 
 if TYPE_CHECKING:  # the worker processes need neither (each import costs their start-up)
@@ -170,6 +172,67 @@ def records(data: bytes, line: int, delimiter: str = ",") -> Iterator[RecordTupl
         yield line + before + 1, line + reader.line_num, fields, ""
 
 
+@dataclass(slots=True)
+class RangeRecords:
+    """The records of a range, readable and not."""
+
+    lines: list[int]  #: first line of each readable record
+    end_lines: list[int]  #: its last line
+    rows: list[list[str]]  #: its fields
+    unreadable: list[tuple[int, int, str]]  #: (first line, last line, reason)
+    clean: bool  #: no control character and no bad UTF-8 anywhere in the range
+
+
+#: every byte but the control characters csvio.BAD_TEXT refuses
+_NOT_CONTROL = bytes(b for b in range(256) if not (b <= 8 or b in (11, 12) or 14 <= b <= 31))
+
+
+def read_records(data: bytes, line: int, delimiter: str = ",") -> RangeRecords:
+    """The records of :func:`records`, as lists.
+
+    The usual file has one record per line. Then the csv module reads the whole range in
+    one call and the lines are counted instead of tracked record by record, which is what
+    :func:`records` costs. A quoted line break, a carriage return not followed by a line
+    feed or a record the csv module refuses sends the range through :func:`records`.
+    """
+    try:
+        text = data.decode("utf-8")
+        # a control character is an ASCII byte; bad UTF-8 made the decoding fail
+        clean = not data.translate(None, _NOT_CONTROL)
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "surrogateescape")
+        clean = False
+    if text.count("\r") == text.count("\r\n"):
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter,
+                                   strict=False))  # fmt: skip
+        except csv.Error:
+            rows = None
+        in_lines = text.count("\n") + (0 if text.endswith("\n") or not text else 1)
+        if rows is not None and len(rows) == in_lines:
+            lines = list(range(line + 1, line + 1 + len(rows)))
+            blank = [k for k, row in enumerate(rows) if len(row) <= 1 and is_blank(row)]
+            if blank:
+                keep = [True] * len(rows)
+                for k in blank:
+                    keep[k] = False
+                rows = list(compress(rows, keep))
+                lines = list(compress(lines, keep))
+            return RangeRecords(lines, lines, rows, [], clean)
+    firsts: list[int] = []
+    lasts: list[int] = []
+    fields: list[list[str]] = []
+    bad: list[tuple[int, int, str]] = []
+    for first, last, row, error in records(data, line, delimiter):
+        if error:
+            bad.append((first, last, error))
+        else:
+            firsts.append(first)
+            lasts.append(last)
+            fields.append(row)
+    return RangeRecords(firsts, lasts, fields, bad, clean)
+
+
 # ---------------------------------------------------------------------------------------------
 # one worker's loader
 
@@ -233,12 +296,12 @@ class SqliteLoader:
         busy_timeout_ms: int = 60_000,
     ) -> None:
         self.parser = RowParser(layout, fields, region=region, default_area=default_area)
+        self.columns = ColumnParser(self.parser)
         self.field_ids = field_ids
         self.actor = actor
         self.file_name = csv_path.rsplit("/", 1)[-1]
         self.delimiter = delimiter
         self._csv = open(csv_path, "rb")
-        self._types = {n: fd.type for n, fd in fields.items()}
         db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self.db = db
         db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
@@ -261,65 +324,43 @@ class SqliteLoader:
         """Read, validate and stage one range."""
         f = self._csv
         f.seek(rng.start)
-        source = records(f.read(rng.end - rng.start), rng.line, self.delimiter)
-        parse, parser = self.parser.parse, self.parser
-        fids, types = self.field_ids, self._types
-        cust: list[Any] = []
+        data = f.read(rng.end - rng.start)
+        got = read_records(data, rng.line, self.delimiter)
+        lines, rows, unreadable = got.lines, got.rows, got.unreadable
+        cols = self.columns.parse(lines, got.end_lines, rows, got.clean)
+        name_of = self.parser.name_of
+        rejects = [[first, reason, ""] for first, _, reason in unreadable]
+        rejects += [reject_row(first, last, name_of(fields), err)
+                    for first, last, fields, err in cols.rejects]  # fmt: skip
+        if unreadable and cols.rejects:
+            rejects.sort(key=_first)  # each list is in file order
+        starts = lines[:1] + [u[0] for u in unreadable[:1]]
+        first_line = min(starts) if starts else rng.line + 1
+
+        rs = range(len(cols))
+        cu = cols.customer
+        cust = list(chain.from_iterable(zip(rs, *(cu[c] for c in _STAGE["s_customer"][1:]),
+                                            strict=True)))  # fmt: skip
         phones: list[Any] = []
+        for pc in cols.phones:
+            has = list(map(is_not, pc.e164, repeat(None)))
+            phones += _where(has, rs, pc.raw, pc.e164, pc.extension, pc.kind, pc.position)
         emails: list[Any] = []
+        for ec in cols.emails:
+            has = list(map(is_not, ec.address, repeat(None)))
+            emails += _where(has, rs, ec.address, ec.position)
         xids: list[Any] = []
-        custom: dict[str, list[Any]] = {"text": [], "choice": [], "number": [], "date": [],
-                                        "bool": []}  # fmt: skip
-        rejects: list[list[Any]] = []
-        keyed: list[tuple[int, str, list[tuple[str, str]]]] = []
-        all_keys: list[tuple[str, str]] = []
-        count = 0
-        first_line = rng.line + 1
-        for line, end_line, fields, error in source:
-            if count == 0:
-                first_line = line
-            count += 1
-            if error:
-                rejects.append([line, error, ""])
-                continue
-            try:
-                p = parse(line, fields)
-            except RowError as err:
-                rejects.append(reject_row(line, end_line, parser.name_of(fields), err))
-                continue
-            r = len(keyed)
-            c = p.customer
-            g = c.get
-            name = c["name"]
-            cust += (r, g("kind", "person"), name, *name_values(name), g("street", ""),
-                     g("postcode", ""), g("city", ""), g("country", ""), g("segment", ""),
-                     g("vip", False), g("language", ""), g("time_zone", ""))  # fmt: skip
-            keys = []
-            for pos, (e164, kind, ext, raw) in enumerate(p.phones):
-                phones += (r, raw, e164, ext, kind or "other", pos)
-                keys.append(("phone", e164))
-            for pos, addr in enumerate(p.emails):
-                emails += (r, addr, pos)
-                keys.append(("email", addr))
-            for typ, v in p.ids:
-                xids += (r, typ, v)
-            keys += p.ids
-            for fname, value in p.custom.items():
-                t = types[fname]
-                if t == "date":
-                    value = value.isoformat()
-                custom[t] += (r, fids[fname], value)
-            keyed.append((line, name, keys))
-            all_keys += keys
-        if count == 0:
-            first_line = rng.line + 1
+        for typ, values in cols.ids:
+            xids += _sparse(rs, typ, values, "")
+        custom: dict[str, list[Any]] = {t: [] for t in _CUSTOM_STAGE.values()}
+        for name, typ, values in cols.custom:
+            custom[_CUSTOM_STAGE[typ]] += _sparse(rs, self.field_ids[name], values, None)
         # the duplicates within the range, as if the store had none of its keys (the write
-        # redoes this only when the store does have some); usually there are none, which
-        # one set of all keys tells at C speed
+        # redoes this only when the store does have some); usually there are none
         merges: list[list[Any]] = []
         dropped: set[int] = set()
-        if len(set(all_keys)) != len(all_keys):
-            dropped = dedupe(keyed, {}, merges)
+        if cols.has_duplicate_keys():
+            dropped = dedupe(cols.keyed(), {}, merges)
         db = self.db
         for table in _STAGE:
             db.execute(f"DELETE FROM stage.{table}")
@@ -327,12 +368,11 @@ class SqliteLoader:
         self._stage("s_phone", phones)
         self._stage("s_email", emails)
         self._stage("s_xid", xids)
-        self._stage("s_text", custom["text"] + custom["choice"])
-        self._stage("s_num", custom["number"])
-        self._stage("s_date", custom["date"])
-        self._stage("s_bool", custom["bool"])
-        self._staged = _Batch(keyed, dropped, merges, first_line, rng.end_line)
-        return Staged(first_line, count, rng.end, rng.end_line, len(keyed), rejects)
+        for table, flat in custom.items():
+            self._stage(table, flat)
+        self._staged = _Batch(cols, dropped, merges, first_line, rng.end_line)
+        return Staged(first_line, len(rows) + len(unreadable), rng.end, rng.end_line,
+                      len(cols), rejects)  # fmt: skip
 
     def _stage(self, table: str, flat: list[Any]) -> None:
         """Bind ``flat`` (the rows' values one after the other) into a staging table."""
@@ -374,8 +414,8 @@ class SqliteLoader:
         merges, dropped = batch.merges, batch.dropped
         if found:
             merges = []
-            dropped = dedupe(batch.keyed, found, merges)
-        rows = range(len(batch.keyed))
+            dropped = dedupe(batch.columns.keyed(), found, merges)
+        rows = range(len(batch.columns))
         kept = len(rows) - len(dropped)
         if kept == 0:
             return Written(merges, len(dropped), [])
@@ -427,9 +467,32 @@ class SqliteLoader:
             self._csv.close()
 
 
+#: staging table of each custom field type
+_CUSTOM_STAGE = {"text": "s_text", "choice": "s_text", "number": "s_num", "date": "s_date",
+                 "bool": "s_bool"}  # fmt: skip
+
+
+def _where(has: list[Any], *cols: Iterable[Any]) -> Iterator[Any]:
+    """The values of the rows where ``has`` is true, one row after the other (staging
+    tables take their rows flattened). compress and zip loop in C."""
+    return chain.from_iterable(zip(*(compress(c, has) for c in cols), strict=False))
+
+
+def _sparse(rs: range, key: Any, values: list[Any], absent: Any) -> Iterator[Any]:
+    """(row, key, value) flattened for the rows whose value is not ``absent`` ("" or None)."""
+    if absent in values:
+        has = list(map(is_not, values, repeat(None))) if absent is None else values
+        return _where(has, rs, repeat(key), values)
+    return chain.from_iterable(zip(rs, repeat(key), values, strict=False))
+
+
+def _first(row: list[Any]) -> Any:
+    return row[0]
+
+
 @dataclass(slots=True)
 class _Batch:
-    keyed: list[tuple[int, str, list[tuple[str, str]]]]
+    columns: Columns
     dropped: set[int]
     merges: list[list[Any]]
     first_line: int

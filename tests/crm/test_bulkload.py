@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.adapter import Identity
-from crm_bridge.bulkload import deferrable_indexes, ramped, records, split_ranges
+from crm_bridge.bulkload import deferrable_indexes, ramped, read_records, records, split_ranges
 from crm_bridge.csvio import CsvSource
 from crm_bridge.db import migrate
 from crm_bridge.importer import ImportOptions, SimulatedCrash, default_paths, import_csv
@@ -35,6 +35,13 @@ def _records(data: bytes, start: int = 0, line: int = 0) -> list[tuple[int, list
     src = CsvSource(io.BytesIO(data[start:]), start_offset=start, start_line=line)
     got = [(r.line, r.end_line, r.fields, r.error) for r in src]
     assert list(records(data[start:], line)) == got
+    # and the lists the loader takes (one csv call when every record is one line)
+    lists = read_records(data[start:], line)
+    readable = [(a, b, f) for a, b, f, e in got if not e]
+    assert list(zip(lists.lines, lists.end_lines, lists.rows, strict=True)) == readable
+    assert lists.unreadable == [(a, b, e) for a, b, _, e in got if e]
+    bad = any(c in data[start:] for c in b"\x00\x01\x1f") or b"\xff" in data[start:]
+    assert lists.clean == (not bad)
     return [(a, f, e) for a, _, f, e in got]
 
 
@@ -236,3 +243,22 @@ def test_the_workers_import_no_orm() -> None:
         capture_output=True, text=True, check=True, timeout=60,
     )  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'a,b\n"x\ny",z\n\n  \nlast,1',  # a quoted line break: one record over two lines
+        b'a,b\n"p\rq",r\nc,d\r\ne,f',  # a bare carriage return inside a field
+        b'a,"b\n',  # a quote that is never closed
+        b"\n\n",
+        b"",
+    ],
+)
+def test_the_range_lists_equal_the_record_reader_on_awkward_line_breaks(data: bytes) -> None:
+    want = list(records(data, 7))
+    got = read_records(data, 7)
+    assert list(zip(got.lines, got.end_lines, got.rows, strict=True)) == [
+        (a, b, f) for a, b, f, e in want if not e
+    ]
+    assert got.unreadable == [(a, b, e) for a, b, _, e in want if e]

@@ -366,6 +366,32 @@ def test_word_by_word_name_keys_equal_the_whole_name_rule(name: str) -> None:
     assert name_values(name)[-1] == normalize.search_key_last_first(name)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.sampled_from(
+                [*"aAßÖöéE ", "\u0301", "\u00a8", "\u00a0", "\u2002", "\ufb01", "\u1e9e", "\t"]
+            ),
+            max_size=12,
+        ),
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_a_column_of_name_keys_equals_the_keys_name_by_name(names: list[str], nul: bool) -> None:
+    """The bulk loader computes the keys of a whole column at once (name_columns): the same
+    keys as name_values gives each name, also for names of only white space or marks, for
+    keys cut at the length limit and for a name holding the joining character."""
+    from crm_bridge.batchrules import name_columns, name_values
+
+    names = [*names, "Ab " * 80]  # a key longer than the limit
+    if nul:
+        names.append("x\x00y z")
+    keys, rkeys = name_columns(names)
+    assert list(zip(keys, rkeys, strict=True)) == [name_values(n) for n in names]
+
+
 async def test_semicolon_file_from_a_spreadsheet_and_an_unclosed_quote(
     engine: AsyncEngine, crm_settings: CrmSettings, tmp_path: Path
 ) -> None:
