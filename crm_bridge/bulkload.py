@@ -258,10 +258,14 @@ class Written:
     customer_ids: list[int]  #: first and last id written ([] when none)
 
 
+#: the customer columns that take few distinct values: staged once per combination (a
+#: "profile") and joined back, instead of bound again for every row (binding a value costs
+#: more than SQLite's join)
+_PROFILE = ("kind", "country", "segment", "vip", "language", "time_zone")
 #: (staging table, its columns) in the order the loader writes them
 _STAGE = {
-    "s_customer": ("r", "kind", "name", *NAME_COLUMNS, "street", "postcode", "city",
-                   "country", "segment", "vip", "language", "time_zone"),
+    "s_customer": ("r", "profile", "name", *NAME_COLUMNS, "street", "postcode", "city"),
+    "s_profile": ("id INTEGER PRIMARY KEY", *_PROFILE),
     "s_phone": ("r", "raw", "e164", "extension", "kind", "position"),
     "s_email": ("r", "email", "position"),
     "s_xid": ("r", "id_type", "value"),
@@ -339,8 +343,11 @@ class SqliteLoader:
 
         rs = range(len(cols))
         cu = cols.customer
-        cust = list(chain.from_iterable(zip(rs, *(cu[c] for c in _STAGE["s_customer"][1:]),
-                                            strict=True)))  # fmt: skip
+        combos = list(zip(*(cu[c] for c in _PROFILE), strict=True))
+        profile = {combo: k for k, combo in enumerate(dict.fromkeys(combos))}
+        cust = list(chain.from_iterable(zip(
+            rs, map(profile.__getitem__, combos), *(cu[c] for c in _STAGE["s_customer"][2:]),
+            strict=True)))  # fmt: skip
         phones: list[Any] = []
         for pc in cols.phones:
             has = list(map(is_not, pc.e164, repeat(None)))
@@ -365,6 +372,7 @@ class SqliteLoader:
         for table in _STAGE:
             db.execute(f"DELETE FROM stage.{table}")
         self._stage("s_customer", cust)
+        self._stage("s_profile", [v for combo, k in profile.items() for v in (k, *combo)])
         self._stage("s_phone", phones)
         self._stage("s_email", emails)
         self._stage("s_xid", xids)
@@ -549,10 +557,10 @@ def write_statements() -> dict[str, Any]:
         ExternalId: ["customer_id", "id_type", "value"],
     }  # fmt: skip
     sources = {
-        Customer: ("s_customer", "r + :off, kind, name, "
-                   + "".join(f"{c}, " for c in NAME_COLUMNS)
-                   + "street, postcode, city, country, segment, vip, language, time_zone, "
-                   ":ts, :ts", ""),
+        Customer: ("s_customer c CROSS JOIN stage.s_profile p ON p.id = c.profile",
+                   "r + :off, p.kind, name, " + "".join(f"{c}, " for c in NAME_COLUMNS)
+                   + "street, postcode, city, p.country, p.segment, p.vip, p.language, "
+                   "p.time_zone, :ts, :ts", ""),
         Phone: ("s_phone", "r + :off, raw, e164, extension, kind, position", " ORDER BY e164"),
         Email: ("s_email", "r + :off, email, position", " ORDER BY email"),
         ExternalId: ("s_xid", "r + :off, id_type, value", " ORDER BY value, id_type"),
