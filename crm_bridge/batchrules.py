@@ -85,13 +85,15 @@ def name_columns(names: list[str]) -> tuple[list[str], list[str]]:
     chars = set(folded)
     for c in chars.difference(_COMBINING):
         _COMBINING[c] = bool(unicodedata.combining(c))
-    spaces = False
+    odd_space = False  # white space other than single spaces between words
     for c in chars:
         if _COMBINING[c]:
             folded = folded.replace(c, "")
-        elif c.isspace() and c != _SEP:
-            spaces = True
-    if spaces:  # one space between words, none at either end of a name
+        elif c != " " and c.isspace():
+            odd_space = True
+    if (odd_space or "  " in folded or " \x00" in folded or "\x00 " in folded
+            or folded.startswith(" ") or folded.endswith(" ")):  # fmt: skip
+        # one space between words, none at either end of a name
         folded = _EDGE_SPACES.sub(_SEP, _SPACES.sub(" ", folded)).strip(" ")
     keys = folded.split(_SEP)
     words = map(str.rpartition, keys, repeat(" "))
