@@ -165,24 +165,8 @@ class ColumnParser:
 
         phones = self._phones(cols, bad, n)
         emails = self._emails(cols, bad, n)
-        ids: list[tuple[str, list[str]]] = []
-        for typ, i in p.layout.ids:
-            values = list(map(strip, cols[i]))
-            if max(map(len, values), default=0) > MAX_ID_LEN:
-                bad.update(k for k, v in enumerate(values) if len(v) > MAX_ID_LEN)
-            ids.append((typ, values))
-        custom: list[tuple[str, str, list[Any]]] = []
-        for name, i, fd, _memo in p.custom_cols:
-            col = cols[i]
-            known = self._custom[name]
-            if len(known) > MEMO_MAX:
-                known.clear()
-            for text in set(col).difference(known):
-                known[text] = _custom_value(fd, text)
-            values = list(map(known.__getitem__, col))
-            if _REFUSED in values:
-                bad.update(k for k, v in enumerate(values) if v is _REFUSED)
-            custom.append((name, fd.type, values))
+        ids = self._ids(cols, bad)
+        custom = self._custom_values(cols, bad)
 
         rejects: list[tuple[int, int, list[str], RowError]] = []
         for k in sorted(bad):
@@ -208,6 +192,33 @@ class ColumnParser:
             custom = [(name, t, kept(v)) for name, t, v in custom]
         customer["name_key"], customer["name_rkey"] = name_columns(customer["name"])
         return Columns(lines, customer, phones, emails, ids, custom, rejects)
+
+    def _ids(self, cols: list[tuple[str, ...]], bad: set[int]) -> list[tuple[str, list[str]]]:
+        out: list[tuple[str, list[str]]] = []
+        for typ, i in self.rows.layout.ids:
+            values = list(map(str.strip, cols[i]))
+            if max(map(len, values), default=0) > MAX_ID_LEN:
+                bad.update(k for k, v in enumerate(values) if len(v) > MAX_ID_LEN)
+            out.append((typ, values))
+        return out
+
+    def _custom_values(
+        self, cols: list[tuple[str, ...]], bad: set[int]
+    ) -> list[tuple[str, str, list[Any]]]:
+        """Each distinct cell text of a field is converted once (and remembered)."""
+        out: list[tuple[str, str, list[Any]]] = []
+        for name, i, fd, _ in self.rows.custom_cols:
+            col = cols[i]
+            known = self._custom[name]
+            if len(known) > MEMO_MAX:
+                known.clear()
+            for text in set(col).difference(known):
+                known[text] = _custom_value(fd, text)
+            values = list(map(known.__getitem__, col))
+            if _REFUSED in values:
+                bad.update(k for k, v in enumerate(values) if v is _REFUSED)
+            out.append((name, fd.type, values))
+        return out
 
     def _check(
         self, given: dict[str, list[str]], customer: dict[str, list[Any]], bad: set[int], n: int
