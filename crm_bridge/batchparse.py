@@ -22,7 +22,7 @@ from itertools import compress, repeat
 from operator import add, is_not
 from typing import Any
 
-from crm_bridge.batchrules import name_columns
+from crm_bridge.batchrules import CUSTOMER_DEFAULTS, name_columns
 from crm_bridge.csvio import (
     BAD_TEXT,
     CHECKED_COLUMNS,
@@ -37,12 +37,6 @@ from crm_bridge.csvio import (
 )
 from crm_bridge.normalize import InvalidEmail, InvalidNumber, normalize_email
 
-#: customer columns as the store holds them, with the value of a cell left empty
-CUSTOMER_DEFAULTS: dict[str, Any] = {
-    "kind": "person", "name": "", "name_key": "", "name_rkey": "", "street": "",
-    "postcode": "", "city": "", "country": "", "segment": "", "vip": False, "language": "",
-    "time_zone": "",
-}  # fmt: skip
 _DEFAULT_CHECKED = tuple(CUSTOMER_DEFAULTS[c] for c in CHECKED_COLUMNS)
 #: a custom field cell the field's rules refuse
 _REFUSED: Any = object()
@@ -186,7 +180,16 @@ class ColumnParser:
 
             lines = kept(lines)
             customer = {c: kept(v) for c, v in customer.items()}
-            phones = [PhoneColumn(*(kept(getattr(pc, f)) for f in _PHONE_FIELDS)) for pc in phones]
+            phones = [
+                PhoneColumn(
+                    kept(pc.e164),
+                    kept(pc.extension),
+                    kept(pc.raw),
+                    kept(pc.kind),
+                    kept(pc.position),
+                )
+                for pc in phones
+            ]
             emails = [EmailColumn(kept(ec.address), kept(ec.position)) for ec in emails]
             ids = [(typ, kept(v)) for typ, v in ids]
             custom = [(name, t, kept(v)) for name, t, v in custom]
@@ -310,9 +313,6 @@ class ColumnParser:
                 stored[k] += 1
             out.append(EmailColumn(address, position))
         return out
-
-
-_PHONE_FIELDS = ("e164", "extension", "raw", "kind", "position")
 
 
 def _custom_value(fd: Any, text: str) -> Any:

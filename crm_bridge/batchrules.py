@@ -29,6 +29,13 @@ def sqlite_datetime(v: dt.datetime | None) -> str | None:
 #: holds them equal to the model's columns with a default computed from the name)
 NAME_COLUMNS = ("name_key", "name_rkey")
 
+#: the customer columns the importers write, with what is stored for a cell left empty
+CUSTOMER_DEFAULTS: dict[str, Any] = {
+    "kind": "person", "name": "", "name_key": "", "name_rkey": "", "street": "",
+    "postcode": "", "city": "", "country": "", "segment": "", "vip": False, "language": "",
+    "time_zone": "",
+}  # fmt: skip
+
 
 #: search key per word (bounded): names repeat their words, and the key of a name is the
 #: keys of its words joined (case folding and decomposition never cross a space)

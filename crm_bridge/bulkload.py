@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain, compress, repeat
 from multiprocessing.connection import Connection
-from operator import is_not
+from operator import is_not, itemgetter
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -337,7 +337,7 @@ class SqliteLoader:
         rejects += [reject_row(first, last, name_of(fields), err)
                     for first, last, fields, err in cols.rejects]  # fmt: skip
         if unreadable and cols.rejects:
-            rejects.sort(key=_first)  # each list is in file order
+            rejects.sort(key=itemgetter(0))  # each list is in file order
         starts = lines[:1] + [u[0] for u in unreadable[:1]]
         first_line = min(starts) if starts else rng.line + 1
 
@@ -492,10 +492,6 @@ def _sparse(rs: range, key: Any, values: list[Any], absent: Any) -> Iterator[Any
         has = list(map(is_not, values, repeat(None))) if absent is None else values
         return _where(has, rs, repeat(key), values)
     return chain.from_iterable(zip(rs, repeat(key), values, strict=False))
-
-
-def _first(row: list[Any]) -> Any:
-    return row[0]
 
 
 @dataclass(slots=True)

@@ -56,6 +56,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from crm_bridge.batchrules import (
+    CUSTOMER_DEFAULTS,
     NAME_COLUMNS,
     dedupe,
     name_values,
@@ -1149,22 +1150,23 @@ def _rows(
         out.ids.append,
         out.custom.append,
     )
+    d = CUSTOMER_DEFAULTS
     for p, cid in zip(new, cust_ids, strict=True):
         g = p.customer.get
         name = p.customer["name"]
         ca(
             (
                 cid,
-                g("kind", "person"),
+                g("kind", d["kind"]),
                 name,
-                g("street", ""),
-                g("postcode", ""),
-                g("city", ""),
-                g("country", ""),
-                g("segment", ""),
-                g("vip", False),
-                g("language", ""),
-                g("time_zone", ""),
+                g("street", d["street"]),
+                g("postcode", d["postcode"]),
+                g("city", d["city"]),
+                g("country", d["country"]),
+                g("segment", d["segment"]),
+                g("vip", d["vip"]),
+                g("language", d["language"]),
+                g("time_zone", d["time_zone"]),
                 ts,
                 ts,
                 *(p.name_keys or name_values(name)),

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from crm_bridge.batchparse import CUSTOMER_DEFAULTS, ColumnParser, Columns
-from crm_bridge.batchrules import name_values
+from crm_bridge.batchparse import ColumnParser, Columns
+from crm_bridge.batchrules import CUSTOMER_DEFAULTS, name_values
 from crm_bridge.bulkload import read_records, records
 from crm_bridge.csvio import ParsedRow, RowError, RowParser, parse_header
 from crm_bridge.customfields import FieldDef
